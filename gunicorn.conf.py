@@ -1,0 +1,56 @@
+"""gunicorn settings for isnet-wsgi: `gunicorn -c gunicorn.conf.py`.
+
+Plain module-level assignments, grouped by section. Values that an operator
+tunes come from the same environment variables as the app's own settings
+(isnet_wsgi/config.py), so the two can never disagree.
+"""
+
+from isnet_wsgi.config import Settings
+
+_settings = Settings.from_env()
+
+# --- The application -------------------------------------------------------
+# The WSGI callable. Importing it builds the app and reads + verifies the
+# model bytes, once, in the master.
+wsgi_app = "isnet_wsgi.wsgi:application"
+# Load the app in the master before forking, so a recycled worker starts with
+# the imports and the model bytes already in memory (copy-on-write).
+preload_app = True
+
+# --- Server socket ---------------------------------------------------------
+bind = f"0.0.0.0:{_settings.port}"
+# Connections the kernel queues while the single worker is busy. Beyond this
+# clients get "connection refused" (see README, "Deployment").
+backlog = 64
+
+# --- Worker processes ------------------------------------------------------
+# One sync worker: inference uses every core through onnxruntime's own thread
+# pool, so a second worker would only double the memory.
+workers = 1
+worker_class = "sync"
+# Seconds a request may run before the master kills and replaces the worker.
+timeout = _settings.request_timeout_s
+graceful_timeout = _settings.request_timeout_s
+keepalive = 2
+# Recycle the worker after this many requests (+ up to jitter) to bound any
+# slow growth of the heap; 0 turns recycling off.
+max_requests = _settings.max_requests
+max_requests_jitter = _settings.max_requests_jitter
+# The heartbeat file lives in RAM: container disks can stall the heartbeat.
+worker_tmp_dir = "/dev/shm"
+
+# --- Logging ---------------------------------------------------------------
+accesslog = "-"
+errorlog = "-"
+loglevel = "info"
+
+
+# --- Hooks -----------------------------------------------------------------
+def post_worker_init(worker):
+    """Create the onnxruntime session in the worker, not the master.
+
+    PERF: onnxruntime's intra-op thread pool does not survive fork(): a session
+    created in the master ran ~1.7x slower in the forked worker.
+    """
+    worker.wsgi.start_worker()
+    worker.log.info("worker %s: model session ready", worker.pid)
