@@ -32,7 +32,8 @@ class Settings:
     port: int = 5000
     max_upload_mb: float = 8.0
     request_timeout_s: int = 60
-    api_key: str | None = None
+    # Never logged or shown: repr=False keeps it out of tracebacks and logs.
+    api_key: str | None = dataclasses.field(default=None, repr=False)
 
     # Images
     max_dimension_px: int = 1024
