@@ -1,0 +1,150 @@
+"""Decoding every mode and format we accept, resizing, masks and colours."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import encode_image, open_image, photo_bytes
+from isnet_wsgi import imaging
+
+FORMATS = tuple(sorted(set(imaging.FORMAT_BY_EXTENSION.values())))
+
+
+def decode(data, max_pixels=25_000_000, max_dimension_px=1024):
+    return imaging.decode(data, formats=FORMATS, max_pixels=max_pixels,
+                          max_dimension_px=max_dimension_px)
+
+
+def gradient(mode_size=(64, 48)):
+    width, height = mode_size
+    ramp = np.linspace(0, 255, width, dtype=np.uint8)
+    return np.tile(ramp, (height, 1))
+
+
+@pytest.mark.parametrize("make, image_format, expected_mode", [
+    (lambda: Image.fromarray(gradient()).convert("CMYK"), "JPEG", "RGB"),
+    (lambda: Image.fromarray(gradient()).convert("P"), "PNG", "RGB"),
+    (lambda: Image.fromarray(gradient()).convert("LA"), "PNG", "RGBA"),
+    (lambda: Image.fromarray(gradient()).convert("1"), "BMP", "RGB"),
+    (lambda: Image.frombytes("I;16", (64, 48), (gradient().astype("<u2") * 257).tobytes()),
+     "PNG", "RGB"),
+    (lambda: Image.fromarray(gradient().astype(np.int32) * 257, "I"), "TIFF", "RGB"),
+])
+def test_every_mode_comes_out_rgb_or_rgba_with_its_tones(make, image_format, expected_mode):
+    image = decode(encode_image(make(), image_format))
+    assert image.mode == expected_mode
+    grey = np.asarray(image.convert("L"), dtype=int)
+    # The ramp survives: dark on the left, bright on the right, not clipped to white.
+    assert grey[:, :4].mean() < 60 and grey[:, -4:].mean() > 190
+
+
+def test_palette_with_transparency_keeps_its_alpha():
+    image = Image.new("P", (8, 8), 0)
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    image.putpixel((0, 0), 1)
+    decoded = decode(encode_image(image, "PNG", transparency=0))
+    assert decoded.mode == "RGBA"
+    assert decoded.getpixel((0, 0)) == (255, 0, 0, 255)
+    assert decoded.getpixel((1, 1))[3] == 0
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (16, 16), color) for color in ("red", "blue", "green")]
+    data = encode_image(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert decode(data).convert("RGB").getpixel((8, 8)) == (255, 0, 0)
+
+
+def test_animated_webp_uses_the_first_frame():
+    frames = [Image.new("RGB", (16, 16), color) for color in ("red", "blue")]
+    data = encode_image(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    assert decode(data).getpixel((8, 8))[:3] == (255, 0, 0)
+
+
+def tiny_file_declaring(image_format: str, width: int, height: int) -> bytes:
+    """A few-hundred-byte file whose header claims width x height pixels."""
+    data = bytearray(encode_image(Image.new("L", (1, 1)), image_format))
+    if image_format == "PNG":  # IHDR follows the 8-byte signature; fix its CRC
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    elif image_format == "GIF":  # logical screen, then the image descriptor
+        data[6:10] = struct.pack("<HH", width, height)
+        descriptor = data.index(b"\x2c\x00\x00\x00\x00\x01\x00\x01\x00")
+        data[descriptor + 5:descriptor + 9] = struct.pack("<HH", width, height)
+    elif image_format == "TIFF":  # ImageWidth (256) and ImageLength (257), LONGs
+        for tag, value in ((256, width), (257, height)):
+            entry = data.index(struct.pack("<HHI", tag, 4, 1))
+            data[entry + 8:entry + 12] = struct.pack("<I", value)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "GIF", "TIFF"])
+def test_pixel_bomb_is_refused_from_its_header(image_format):
+    data = tiny_file_declaring(image_format, 40000, 40000)
+    assert len(data) < 1000
+    with pytest.raises(Image.DecompressionBombError, match="1600000000 pixels"):
+        Image.open(io.BytesIO(data))  # what Pillow reads from the header
+    with pytest.raises(imaging.ImageTooLarge):
+        decode(data)
+
+
+def test_our_pixel_budget_is_stricter_than_pillows():
+    data = encode_image(Image.new("RGB", (300, 300)), "PNG")
+    with pytest.raises(imaging.ImageTooLarge, match="90000"):
+        decode(data, max_pixels=50_000)
+
+
+def test_large_jpeg_is_decoded_small_and_fitted():
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (3000, 4000, 3), np.uint8))
+    image = decode(encode_image(big, "JPEG"))
+    assert image.size == (1024, 768)
+
+
+def test_small_images_are_never_upscaled():
+    assert decode(encode_image(Image.new("RGB", (30, 20)), "PNG")).size == (30, 20)
+
+
+def test_tensor_is_normalised_nchw():
+    image = Image.new("RGB", (10, 10), (255, 0, 128))
+    tensor = imaging.to_tensor(image, (32, 16))
+    assert tensor.shape == (1, 3, 16, 32) and tensor.dtype == np.float32
+    assert np.allclose(tensor[0, :, 0, 0], [0.5, -0.5, 128 / 255 - 0.5], atol=1e-6)
+
+
+def test_mask_is_min_max_scaled_and_a_flat_output_is_not_nan():
+    scores = np.array([[[[0.2, 0.4], [0.6, 0.2]]]], dtype=np.float32)
+    mask = np.asarray(imaging.mask_from_output(scores, (2, 2)))
+    assert np.abs(mask.astype(int) - [[0, 128], [255, 0]]).max() <= 1
+    flat = imaging.mask_from_output(np.full((1, 1, 4, 4), 0.7, np.float32), (8, 8))
+    assert np.asarray(flat).max() == 0 and flat.size == (8, 8)
+
+
+def test_cutout_and_colour_use_the_mask_as_soft_alpha():
+    image = Image.new("RGB", (2, 1), (200, 100, 0))
+    mask = Image.frombytes("L", (2, 1), bytes([255, 128]))
+    assert imaging.cutout(image, mask).getpixel((1, 0)) == (200, 100, 0, 128)
+    blended = imaging.on_color(image, mask, (0, 0, 255)).getpixel((1, 0))
+    assert blended[0] == pytest.approx(100, abs=2) and blended[2] == pytest.approx(127, abs=2)
+
+
+def test_encoders_round_trip():
+    image = open_image(photo_bytes("camera.png")).convert("RGBA")
+    assert open_image(imaging.encode(image, "PNG")).mode == "RGBA"
+    assert open_image(imaging.encode(image, "JPEG")).format == "JPEG"
+
+
+@pytest.mark.parametrize("text, rgb", [
+    ("#FFFFFF", (255, 255, 255)), ("#0a0B0c", (10, 11, 12)), ("#f00", (255, 0, 0)),
+    ("0,128,255", (0, 128, 255)), (" 1 , 2 , 3 ", (1, 2, 3)), ("00ff00", (0, 255, 0))])
+def test_parse_color_accepts_the_documented_forms(text, rgb):
+    assert imaging.parse_color(text) == rgb
+
+
+@pytest.mark.parametrize("text", ["", "#", "#ff", "#fffff", "#1234567", "red", "1,2",
+                                  "1,2,3,4", "256,0,0", "-1,0,0", "1.5,2,3", "#ggg"])
+def test_parse_color_refuses_everything_else(text):
+    with pytest.raises(ValueError):
+        imaging.parse_color(text)
