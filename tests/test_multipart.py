@@ -464,6 +464,8 @@ def test_parse_options_header_never_raises_on_junk(junk):
             b"it's (a) b:o=u/n?d,a+r_y.",
         ),
         ("multipart/form-data; boundary=" + "b" * 70, b"b" * 70),
+        # WebOb/webtest's style: outside RFC 2046's bchars, but printable.
+        ("multipart/form-data; boundary=----------a_BoUnDaRy5$", b"----------a_BoUnDaRy5$"),
     ],
 )
 def test_boundary_from_content_type(header, boundary):
