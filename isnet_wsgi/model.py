@@ -1,0 +1,155 @@
+"""The ISNet model: verified bytes in the master, an onnxruntime session in the worker.
+
+``Segmenter.load`` runs at import time in the gunicorn master (preload_app):
+it reads the model file once and checks it against its manifest, so a missing
+or tampered file stops start-up with one clear line. ``start`` runs in each
+worker after fork and creates the session there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import memory
+
+# NOTE: onnxruntime was seen resolving a telemetry host after import; the
+# service makes no network call of its own, so switch that off first.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+import onnxruntime as ort  # noqa: E402
+
+
+class ModelError(RuntimeError):
+    """The model file cannot be used. Start-up stops with this message."""
+
+
+class InferenceTimeout(RuntimeError):
+    """A run was stopped because it passed its deadline."""
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    intra_op_threads: int = 2
+    cpu_arena: bool = False
+    memory_pattern: bool = False
+    mmap_threshold_kb: int = 64
+
+
+class Segmenter:
+    """One model, loaded once; one session per worker process."""
+
+    def __init__(self, name: str, model_bytes: bytes, manifest: dict, options: SessionOptions):
+        self.name = name
+        self.manifest = manifest
+        self.sha256 = manifest["sha256"]
+        self.options = options
+        self._model_bytes = model_bytes
+        self._session: ort.InferenceSession | None = None
+        self._input_name = ""
+        self.input_size_px = (1024, 1024)
+        self.load_seconds = 0.0
+        self.session_pid: int | None = None
+        self.error: str | None = None
+
+    @classmethod
+    def load(cls, model_path: Path, manifest_path: Path, options: SessionOptions) -> "Segmenter":
+        manifest = read_manifest(manifest_path)
+        model_bytes = read_verified(model_path, manifest)
+        return cls(manifest.get("name", model_path.stem), model_bytes, manifest, options)
+
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
+
+    @property
+    def normalisation(self) -> tuple[float, float]:
+        norm = self.manifest.get("input", {}).get("normalisation", {})
+        return float(norm.get("mean", 0.5)), float(norm.get("std", 1.0))
+
+    def start(self) -> None:
+        """Create the session in this process (the worker, after fork)."""
+        if self._session is not None:
+            return
+        memory.set_mmap_threshold(self.options.mmap_threshold_kb * 1024)
+        started = time.perf_counter()
+        try:
+            self._session = ort.InferenceSession(
+                self._model_bytes, sess_options=self._session_options(),
+                providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types
+            self.error = f"onnxruntime could not create a session: {error}"
+            raise ModelError(self.error) from error
+        self.load_seconds = time.perf_counter() - started
+        self.session_pid = os.getpid()
+        model_input = self._session.get_inputs()[0]
+        self._input_name = model_input.name
+        height, width = model_input.shape[-2:]
+        if isinstance(height, int) and isinstance(width, int):
+            self.input_size_px = (width, height)
+
+    def _session_options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.options.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.enable_cpu_mem_arena = self.options.cpu_arena
+        options.enable_mem_pattern = self.options.memory_pattern
+        options.log_severity_level = 3
+        return options
+
+    def run(self, tensor: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
+        """One inference. Raises InferenceTimeout past timeout_s."""
+        if self._session is None:
+            raise ModelError(self.error or "the model session is not started")
+        run_options = ort.RunOptions()
+        timer = None
+        if timeout_s is not None:
+            # onnxruntime checks `terminate` between kernels, so a run past its
+            # deadline stops within one kernel instead of hanging the worker.
+            timer = threading.Timer(timeout_s, setattr, (run_options, "terminate", True))
+            timer.daemon = True
+            timer.start()
+        try:
+            return self._session.run(None, {self._input_name: tensor}, run_options)[0]
+        except Exception as error:
+            if run_options.terminate:
+                raise InferenceTimeout(f"inference passed its {timeout_s} s deadline") from None
+            raise error
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ModelError(f"model manifest {path} is missing; run `make model`") from None
+    except (OSError, ValueError) as error:
+        raise ModelError(f"model manifest {path} is unreadable: {error}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), str):
+        raise ModelError(f"model manifest {path} has no sha256")
+    return manifest
+
+
+def read_verified(path: Path, manifest: dict) -> bytes:
+    """The model file's bytes, refused unless they match the manifest."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"model file {path} is missing; run `make model`") from None
+    except OSError as error:
+        raise ModelError(f"model file {path} is unreadable: {error}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest["sha256"]:
+        raise ModelError(
+            f"model file {path} does not match its manifest (sha256 {digest[:12]}..., "
+            f"expected {manifest['sha256'][:12]}...); rebuild it with `make model`")
+    return data

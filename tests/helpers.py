@@ -1,0 +1,57 @@
+"""Helpers the tests share: photos, encoders and settings for the real model."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import uuid
+from pathlib import Path
+
+from PIL import Image
+
+from isnet_wsgi.config import Settings
+
+DATA = Path(__file__).parent / "data"
+
+# The environment of the person running the tests must not change what the
+# tests see (an API_KEY in the shell, say); only MODEL_PATH may point
+# elsewhere, and by default it is the model `make model` builds.
+_TEST_ENV = {"MODEL_PATH": os.environ.get("MODEL_PATH", "")}
+
+
+def make_settings(**overrides) -> Settings:
+    return dataclasses.replace(Settings.from_env(_TEST_ENV), **overrides)
+
+
+def photo_bytes(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def encode_image(image: Image.Image, image_format: str, **save_args) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **save_args)
+    return buffer.getvalue()
+
+
+def open_image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def multipart_body(data: bytes, filename: str, fields: dict[str, str] | None = None, *,
+                   disposition: str | None = None) -> tuple[bytes, str]:
+    """A multipart/form-data body as curl sends it: fields, then the file.
+
+    ``disposition`` replaces the file part's Content-Disposition value, to
+    send names exactly as a hostile client would.
+    """
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+             f"{value}\r\n".encode() for name, value in (fields or {}).items()]
+    disposition = disposition or f'form-data; name="file"; filename="{filename}"'
+    parts.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+                 "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"

@@ -1,0 +1,269 @@
+"""Every endpoint, driven in-process through webtest (which validates WSGI), on the real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import webtest
+from PIL import Image
+
+from tests.helpers import (encode_image, make_settings, multipart_body, open_image,
+                           photo_bytes)
+from tests.test_imaging import tiny_file_declaring
+from isnet_wsgi.service import Service, create_app
+
+
+def remove(client, data: bytes, filename: str = "photo.png", **kwargs):
+    return client.post("/api/bg/remove", upload_files=[("file", filename, data)], **kwargs)
+
+
+def change_color(client, data: bytes, color: str | None, filename="photo.png", **kwargs):
+    params = {} if color is None else {"color": color}
+    return client.post("/api/bg/change_color", params=params,
+                       upload_files=[("file", filename, data)], **kwargs)
+
+
+# --- Documentation and status ------------------------------------------------
+
+def test_index_documents_every_endpoint_with_curl(client):
+    page = client.get("/")
+    assert page.content_type == "text/html"
+    for path in ("/api/bg/health", "/api/bg/status", "/api/bg/remove",
+                 "/api/bg/change_color", "/api/bg/clear_cache", "/openapi.json", "/metrics"):
+        assert path in page.text
+    assert "curl" in page.text and "-F file=@photo.jpg" in page.text
+
+
+def test_openapi_lists_every_route(client, service):
+    document = client.get("/openapi.json").json
+    assert document["openapi"].startswith("3.1")
+    documented = {(path, method.upper()) for path, item in document["paths"].items()
+                  for method in item}
+    assert documented == set(service.router.routes())
+
+
+def test_health_is_healthy_with_memory(client):
+    health = client.get("/api/bg/health").json
+    assert health["status"] == "healthy"
+    assert health["model_loaded"] is True
+    assert 10 < health["memory_mb"] < 4096
+
+
+def test_status_shows_model_limits_and_operator_facts(client, service):
+    status = client.get("/api/bg/status").json
+    assert status["status"] == "ready"
+    assert status["model"] == "isnet-general-tiny"
+    assert status["model_sha256"] == service.segmenter.sha256
+    assert status["max_file_size_mb"] == 8
+    assert status["max_dimension"] == 1024
+    assert status["allowed_extensions"] == ["png", "jpg", "jpeg", "gif", "bmp", "tiff", "webp"]
+    assert status["memory"]["model_loaded"] is True
+    assert status["memory"]["peak_rss_mb"] >= status["memory"]["rss_mb"] > 0
+    assert status["settings"]["api_key"] is None
+    for key in ("version", "threads", "uptime_s", "requests_served", "worker_pid"):
+        assert key in status
+
+
+def test_head_answers_like_get_without_a_body(client):
+    response = client.head("/api/bg/health")
+    assert response.status_int == 200
+    assert response.body == b""
+
+
+# --- /api/bg/remove ----------------------------------------------------------
+
+def test_remove_cuts_out_the_astronaut(client):
+    response = remove(client, photo_bytes("astronaut.png"), "astronaut.png")
+    assert response.content_type == "image/png"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="nobg_astronaut.png"'
+    image = open_image(response.body)
+    assert image.mode == "RGBA" and image.size == (512, 512)
+    alpha = np.asarray(image.getchannel("A"))
+    assert alpha[:40, :40].mean() < 10 and alpha[:40, -40:].mean() < 10  # sky corners
+    assert alpha[40:120, 180:260].mean() > 240  # her face
+    assert alpha[250:400, 100:250].mean() > 240  # her suit
+
+
+def test_remove_keeps_the_colours_of_the_subject(client):
+    original = open_image(photo_bytes("coffee.png")).convert("RGB")
+    result = open_image(remove(client, photo_bytes("coffee.png"), "coffee.png").body)
+    rgb = np.asarray(result.convert("RGB"), dtype=int)
+    opaque = np.asarray(result.getchannel("A")) == 255
+    assert opaque.mean() > 0.2
+    assert np.abs(rgb[opaque] - np.asarray(original, dtype=int)[opaque]).max() == 0
+
+
+def test_remove_scales_a_large_image_to_the_long_side_limit(client):
+    big = open_image(photo_bytes("coffee.png")).resize((2400, 1600))
+    result = open_image(remove(client, encode_image(big, "JPEG"), "big.jpg").body)
+    assert result.size == (1024, 683)
+
+
+def test_remove_applies_exif_orientation_first(client):
+    image = open_image(photo_bytes("coffee.png"))  # 600x400, landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    data = encode_image(image, "JPEG", exif=exif.tobytes())
+    assert open_image(remove(client, data, "rotated.jpg").body).size == (400, 600)
+
+
+@pytest.mark.parametrize("image_format, extension", [
+    ("PNG", "png"), ("JPEG", "jpg"), ("GIF", "gif"), ("BMP", "bmp"),
+    ("TIFF", "tiff"), ("WEBP", "webp")])
+def test_remove_accepts_every_allowed_format(client, image_format, extension):
+    data = encode_image(open_image(photo_bytes("astronaut.png")), image_format)
+    result = open_image(remove(client, data, f"a.{extension}").body)
+    assert result.mode == "RGBA" and result.size == (512, 512)
+
+
+@pytest.mark.parametrize("disposition, expected", [
+    ('filename="my photo.jpeg"', 'attachment; filename="nobg_my photo.png"'),
+    # curl escapes a quote in a name as \"
+    ('filename="evil\\".png"',
+     "attachment; filename=\"nobg_evil_.png\"; filename*=UTF-8''nobg_evil%22.png"),
+    # browsers percent-encode CR, LF and quotes in filename; kept as sent
+    ('filename="a%0D%0ASet-Cookie: x=1.png"',
+     'attachment; filename="nobg_a_0D_0ASet-Cookie_ x_1.png"; '
+     "filename*=UTF-8''nobg_a%250D%250ASet-Cookie%3A%20x%3D1.png"),
+    # RFC 5987 can carry a real CR LF; it must still never reach the header raw
+    ("filename*=UTF-8''a%0D%0ASet-Cookie%3A%20x%3D1.png",
+     'attachment; filename="nobg_a_Set-Cookie_ x_1.png"; '
+     "filename*=UTF-8''nobg_a%0D%0ASet-Cookie%3A%20x%3D1.png"),
+    ('filename="../../etc/passwd.png"', 'attachment; filename="nobg_passwd.png"'),
+    ('filename="C:\\Users\\me\\cat.png"', 'attachment; filename="nobg_cat.png"'),
+    ("filename*=UTF-8''caf%C3%A9.png",
+     "attachment; filename=\"nobg_cafe.png\"; filename*=UTF-8''nobg_caf%C3%A9.png"),
+])
+def test_remove_names_the_download_safely(client, disposition, expected):
+    body, content_type = multipart_body(
+        photo_bytes("camera.png"), "", disposition=f'form-data; name="file"; {disposition}')
+    response = client.request("/api/bg/remove", method="POST", body=body,
+                              content_type=content_type)
+    assert response.status_int == 200
+    assert response.headers["Content-Disposition"] == expected
+
+
+# --- /api/bg/change_color ----------------------------------------------------
+
+@pytest.mark.parametrize("color, rgb", [
+    ("#00FF00", (0, 255, 0)), ("#00f", (0, 0, 255)), ("255, 0, 0", (255, 0, 0)),
+    (None, (255, 255, 255))])
+def test_change_color_puts_the_subject_on_the_colour(client, color, rgb):
+    response = change_color(client, photo_bytes("astronaut.png"), color)
+    assert response.content_type == "image/jpeg"
+    image = open_image(response.body)
+    assert image.mode == "RGB" and image.size == (512, 512)
+    corner = np.asarray(image, dtype=int)[:32, :32].reshape(-1, 3).mean(axis=0)
+    assert np.abs(corner - rgb).max() < 12
+    face = np.asarray(image, dtype=int)[120:160, 220:260].reshape(-1, 3).mean(axis=0)
+    assert np.abs(face - rgb).max() > 60  # the subject is not painted over
+
+
+@pytest.mark.parametrize("color", ["green", "#12345", "256,0,0", "1,2", "#GGGGGG", "#fff;x"])
+def test_change_color_refuses_a_bad_colour(client, color):
+    response = change_color(client, photo_bytes("camera.png"), color, status=400)
+    assert response.json["error"] == "invalid_color"
+
+
+# --- /api/bg/clear_cache -----------------------------------------------------
+
+def test_clear_cache_reports_memory_before_and_after(client):
+    answer = client.post("/api/bg/clear_cache").json
+    assert answer["status"] == "cleared"
+    assert answer["memory_before_mb"] > 0 and answer["memory_after_mb"] > 0
+    assert "gc_objects" in answer["cleared"]
+
+
+# --- Errors ------------------------------------------------------------------
+
+def test_unknown_path_is_a_json_404(client):
+    response = client.get("/nope?x=%zz&&=", status=404)
+    assert response.json["error"] == "not_found"
+
+
+def test_wrong_method_is_405_with_allow(client):
+    response = client.get("/api/bg/remove", status=405)
+    assert response.headers["Allow"] == "POST"
+    assert response.json["error"] == "method_not_allowed"
+    assert client.delete("/api/bg/health", status=405).headers["Allow"] == "GET, HEAD"
+
+
+def test_not_multipart_is_415(client):
+    response = client.post("/api/bg/remove", params=b"{}", content_type="application/json",
+                           status=415)
+    assert response.json["error"] == "not_multipart"
+
+
+def test_missing_file_is_400(client):
+    response = client.post("/api/bg/remove", params={"color": "#fff"},
+                           content_type="multipart/form-data", status=400)
+    assert response.json["error"] == "missing_file"
+
+
+def test_two_files_are_400(client):
+    data = photo_bytes("camera.png")
+    response = client.post("/api/bg/remove", upload_files=[
+        ("file", "a.png", data), ("file", "b.png", data)], status=400)
+    assert response.json["error"] == "too_many_files"
+
+
+def test_wrong_extension_is_415(client):
+    response = remove(client, photo_bytes("camera.png"), "camera.exe", status=415)
+    assert response.json["error"] == "unsupported_extension"
+
+
+@pytest.mark.parametrize("data, status, code", [
+    (b"", 400, "invalid_image"),
+    (b"this is not an image at all", 415, "unsupported_image"),
+    (photo_bytes("coffee.png")[:5000], 400, "invalid_image"),
+    (photo_bytes("hubble_deep_field.jpg")[:3000], 400, "invalid_image"),
+])
+def test_bad_image_bytes_are_a_clear_4xx(client, data, status, code):
+    response = remove(client, data, "x.png", status=status)
+    assert response.json["error"] == code
+
+
+def test_a_format_outside_the_allowed_list_is_415(client):
+    # ICO is a format Pillow reads, but not one this service accepts.
+    data = encode_image(open_image(photo_bytes("camera.png")).resize((64, 64)), "ICO")
+    response = remove(client, data, "icon.png", status=415)
+    assert response.json["error"] == "unsupported_image"
+
+
+def test_oversized_upload_is_413(client, settings):
+    data = b"\0" * (settings.max_upload_bytes + 1)
+    response = remove(client, data, "big.png", status=413)
+    assert response.json["error"] in ("file_too_large", "body_too_large")
+
+
+def test_decompression_bomb_is_refused_from_its_header(client):
+    bomb = tiny_file_declaring("PNG", 40000, 40000)
+    response = remove(client, bomb, "bomb.png", status=413)
+    assert response.json["error"] == "image_too_large"
+
+
+# --- A service whose model is not usable ----------------------------------------
+
+def test_unstarted_model_makes_health_503_and_requests_503(settings):
+    unstarted = webtest.TestApp(create_app(settings))
+    health = unstarted.get("/api/bg/health", status=503).json
+    assert health["status"] == "unhealthy" and health["model_loaded"] is False
+    assert health["reason"]
+    response = remove(unstarted, photo_bytes("camera.png"), status=503)
+    assert response.json["error"] == "model_unavailable"
+    assert response.headers["Retry-After"]
+
+
+# --- API key -------------------------------------------------------------------
+
+def test_api_key_guards_the_post_endpoints_but_not_health(service):
+    client = webtest.TestApp(Service(make_settings(api_key="s3cret"), service.segmenter))
+    assert client.get("/api/bg/health").json["status"] == "healthy"
+    for path in ("/api/bg/remove", "/api/bg/change_color", "/api/bg/clear_cache"):
+        response = client.post(path, status=401)
+        assert response.json["error"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    client.post("/api/bg/clear_cache", headers={"Authorization": "Bearer wrong"}, status=401)
+    answer = remove(client, photo_bytes("camera.png"),
+                    headers={"Authorization": "Bearer s3cret"})
+    assert answer.content_type == "image/png"
