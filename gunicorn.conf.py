@@ -5,9 +5,15 @@ tunes come from the same environment variables as the app's own settings
 (isnet_wsgi/config.py), so the two can never disagree.
 """
 
-from isnet_wsgi.config import Settings
+import sys
 
-_settings = Settings.from_env()
+from isnet_wsgi.config import ConfigError, Settings
+
+try:
+    _settings = Settings.from_env()
+except ConfigError as error:
+    # One clear line instead of gunicorn's "Failed to read config file" traceback.
+    sys.exit(f"Error: {error}")
 
 # --- The application -------------------------------------------------------
 # The WSGI callable. Importing it builds the app and reads + verifies the
@@ -39,8 +45,15 @@ max_requests_jitter = _settings.max_requests_jitter
 # The heartbeat file lives in RAM: container disks can stall the heartbeat.
 worker_tmp_dir = "/dev/shm"
 
+# --- Control ---------------------------------------------------------------
+# gunicorn's control socket lives under $HOME, which a container's non-root
+# user may not be able to write; the service has no use for it.
+control_socket_disable = True
+
 # --- Logging ---------------------------------------------------------------
-accesslog = "-"
+# The app writes one JSON line per request to stdout (isnet_wsgi/monitoring.py),
+# so gunicorn's own access log would only repeat it.
+accesslog = None
 errorlog = "-"
 loglevel = "info"
 
@@ -52,5 +65,10 @@ def post_worker_init(worker):
     PERF: onnxruntime's intra-op thread pool does not survive fork(): a session
     created in the master ran ~1.7x slower in the forked worker.
     """
-    worker.wsgi.start_worker()
+    def request_recycle():
+        # The sync worker finishes the request in hand, then exits; the master
+        # starts a fresh one. Used by the memory guard (MEMORY_LIMIT_MB).
+        worker.alive = False
+
+    worker.wsgi.start_worker(request_recycle)
     worker.log.info("worker %s: model session ready", worker.pid)

@@ -59,6 +59,7 @@ class WSGIApp:
         started = time.perf_counter()
         request = Request(environ)
         response = self.respond(request)
+        response.headers.append(("X-Request-ID", request.request_id))
         start_response(response.status_line, response.wsgi_headers())
         body = b"" if request.method == "HEAD" else response.body
 

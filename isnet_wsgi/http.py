@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+import uuid
 from http import HTTPStatus
 from urllib.parse import parse_qs, quote
 
@@ -104,11 +105,17 @@ class ServiceUnavailable(HTTPError):
             self.headers.append(("Retry-After", str(retry_after_s)))
 
 
+# A client's or proxy's request id is echoed back only if it is this tame.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
 class Request:
     """A thin, read-only view of a WSGI environ."""
 
     def __init__(self, environ: dict):
         self.environ = environ
+        given = self.header("X-Request-ID") or ""
+        self.request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     @property
     def method(self) -> str:
