@@ -1,0 +1,108 @@
+"""Helpers for system tests: real gunicorn, started with the project's gunicorn.conf.py, spoken to over loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.helpers import multipart_body
+
+ROOT = Path(__file__).resolve().parents[2]
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """A running gunicorn master and how to talk to it."""
+
+    def __init__(self, process: subprocess.Popen, port: int, log_path: Path):
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None, timeout_s: float = 60):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def json(self, path: str) -> dict:
+        status, _, body = self.request("GET", path)
+        return json.loads(body)
+
+    def upload(self, path: str, data: bytes, filename: str = "photo.png", fields=None):
+        body, content_type = multipart_body(data, filename, fields or {})
+        return self.request("POST", path, body, {"Content-Type": content_type})
+
+    def wait_healthy(self, timeout_s: float = 60, not_pid: int | None = None) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited {self.process.returncode}:\n{self.log}")
+            try:
+                status, _, body = self.request("GET", "/api/bg/status", timeout_s=5)
+                state = json.loads(body)
+                if status == 200 and state["status"] == "ready" and state["worker_pid"] != not_pid:
+                    return state
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gunicorn was not healthy within {timeout_s} s:\n{self.log}")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+
+def server_env(**settings: str) -> dict:
+    env = {key: value for key, value in os.environ.items() if key != "API_KEY"}
+    env.update({"MALLOC_MMAP_THRESHOLD_": "65536", "ORT_DISABLE_TELEMETRY": "1",
+                "PYTHONUNBUFFERED": "1"})
+    env.update(settings)
+    return env
+
+
+@contextmanager
+def running_gunicorn(tmp_path: Path, **settings: str):
+    """Start `gunicorn -c gunicorn.conf.py` as `make run` does; stop it afterwards."""
+    port = free_port()
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT, env=server_env(PORT=str(port), **settings))
+    server = Server(process, port, log_path)
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
