@@ -175,7 +175,16 @@ class BoundedReader:
             size = min(size, self._remaining)
             if size <= 0:
                 return b""
-        chunk = self._stream.read(size)
+        try:
+            chunk = self._stream.read(size)
+        except MemoryError:
+            raise
+        except Exception as error:
+            # The server's reader raises its own errors for a broken transfer
+            # encoding or a vanished client (gunicorn: InvalidChunkSize, ...):
+            # the client's fault, so a 400, not a 500.
+            raise BadRequest(f"The request body could not be read ({type(error).__name__}).",
+                             code="unreadable_body") from None
         self.bytes_read += len(chunk)
         if self._remaining is not None:
             self._remaining -= len(chunk)

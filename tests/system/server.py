@@ -47,6 +47,14 @@ class Server:
         finally:
             connection.close()
 
+    def send_upload(self, path: str, data: bytes, filename: str = "photo.png"):
+        """Send an upload and return the open connection without waiting for
+        the answer: the request is then in flight, for signal tests."""
+        body, content_type = multipart_body(data, filename)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        connection.request("POST", path, body=body, headers={"Content-Type": content_type})
+        return connection
+
     def json(self, path: str) -> dict:
         status, _, body = self.request("GET", path)
         return json.loads(body)
@@ -84,14 +92,18 @@ def server_env(**settings: str) -> dict:
 
 
 @contextmanager
-def running_gunicorn(tmp_path: Path, **settings: str):
-    """Start `gunicorn -c gunicorn.conf.py` as `make run` does; stop it afterwards."""
+def running_gunicorn(tmp_path: Path, *, command_prefix: tuple[str, ...] = (),
+                     env: dict | None = None, **settings: str):
+    """Start `gunicorn -c gunicorn.conf.py` as `make run` does; stop it afterwards.
+
+    ``command_prefix`` runs it under another program (strace, say).
+    """
     port = free_port()
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=ROOT, stdout=log,
-            stderr=subprocess.STDOUT, env=server_env(PORT=str(port), **settings))
+            [*command_prefix, str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT, env=(env or server_env()) | {"PORT": str(port), **settings})
     server = Server(process, port, log_path)
     try:
         server.wait_healthy()
