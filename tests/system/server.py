@@ -59,9 +59,11 @@ class Server:
         status, _, body = self.request("GET", path)
         return json.loads(body)
 
-    def upload(self, path: str, data: bytes, filename: str = "photo.png", fields=None):
+    def upload(self, path: str, data: bytes, filename: str = "photo.png", fields=None,
+               timeout_s: float = 60):
         body, content_type = multipart_body(data, filename, fields or {})
-        return self.request("POST", path, body, {"Content-Type": content_type})
+        return self.request("POST", path, body, {"Content-Type": content_type},
+                            timeout_s=timeout_s)
 
     def wait_healthy(self, timeout_s: float = 60, not_pid: int | None = None) -> dict:
         deadline = time.monotonic() + timeout_s
