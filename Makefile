@@ -14,7 +14,7 @@ export MALLOC_TRIM_THRESHOLD_ ?= 131072
 # onnxruntime must not phone home.
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup model run test bench clean
+.PHONY: setup model browser run test bench clean
 
 setup: $(VENV)/.installed
 
@@ -31,7 +31,14 @@ model: setup
 run: model
 	PORT=$(PORT) exec $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
-test: model
+# Headless Chromium and its driver from Debian, for tests/system/test_browser.py.
+# A no-op once both are installed (CI and the Dockerfile run as root).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; \
+	fi
+
+test: model browser
 	$(PY) -m pytest
 
 bench: model
