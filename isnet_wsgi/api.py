@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import gc
 import hmac
+import io
 import os
 import time
+from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
-
-from PIL import Image
+from typing import Callable
 
 from . import __version__, imaging, memory
+from .cache import ResultCache, digest
 from .config import Settings
 from .http import (BadRequest, HTTPError, PayloadTooLarge, Request, Response,
                    ServiceUnavailable, Unauthorized, UnsupportedMediaType,
                    attachment_header)
+from .metrics import Counter, Gauge
 from .model import InferenceTimeout, Segmenter
 from .monitoring import MemoryGuard, Monitor
-from .multipart import (FormFile, MultipartError, MultipartLimitError,
-                        boundary_from_content_type, read_form)
+from .multipart import (Form, FormFile, MultipartError, MultipartLimitError,
+                        boundary_from_content_type, parse_options_header, read_form)
+from .options import OptionError, cache_key_part, color_options, remove_options
+from .pipeline import Output, Pipeline
 
 # Room for the form's other fields and part headers next to the file itself.
 FORM_OVERHEAD_BYTES = 64 * 1024
+# Read size for a raw (non-multipart) body.
+RAW_CHUNK_BYTES = 64 * 1024
 # Seconds kept back from the request timeout for decoding, encoding and sending.
 RESPONSE_MARGIN_S = 5.0
 _IMAGE_ERRORS = {
@@ -40,9 +47,16 @@ class BackgroundAPI:
         self.segmenter = segmenter
         self.monitor = monitor
         self.memory_guard = memory_guard
-        self._formats = tuple(sorted({
-            imaging.FORMAT_BY_EXTENSION[ext] for ext in settings.allowed_extensions
-            if ext in imaging.FORMAT_BY_EXTENSION}))
+        self.pipeline = Pipeline(settings, segmenter,
+                                 observe_inference_s=monitor.inference.observe)
+        self.cache: ResultCache[Output] = ResultCache(
+            settings.cache_bytes, size_of=lambda output: len(output.body))
+        self.cache_lookups = monitor.registry.add(Counter(
+            "isnet_cache_requests_total", "Result cache lookups, by result (hit, miss).",
+            ("result",)))
+        monitor.registry.add(Gauge("isnet_cache_bytes", "Bytes of results in the cache.",
+                                   lambda: self.cache.bytes))
+        self._ceiling_px = settings.max_dimension_px
 
     # --- GET ---------------------------------------------------------------
 
@@ -77,6 +91,7 @@ class BackgroundAPI:
             "max_dimension": settings.max_dimension_px,
             "max_image_pixels": settings.max_image_pixels,
             "allowed_extensions": list(settings.allowed_extensions),
+            "cache": self.cache.stats(),
             "request_timeout_s": settings.request_timeout_s,
             "threads": settings.intra_op_threads,
             "uptime_s": round(time.time() - self.monitor.started_at, 1),
@@ -92,38 +107,64 @@ class BackgroundAPI:
 
     def remove(self, request: Request) -> Response:
         upload = self._upload(request)
-        image = self._decode(upload)
-        mask = self._mask(image)
-        png = imaging.encode(imaging.cutout(image, mask), "PNG")
-        return Response(png, content_type="image/png", headers=[
-            ("Content-Disposition", attachment_header(f"nobg_{_stem(upload.filename)}.png"))])
+        options = _checked(remove_options, upload.values, ceiling_px=self._ceiling_px)
+        return self._answer("remove", upload, options, lambda: self.pipeline.remove(
+            upload.file.data, options, timeout_s=self._inference_budget_s()))
 
     def change_color(self, request: Request) -> Response:
-        upload, form = self._upload_and_form(request)
-        color_text = form.field("color") or request.query.get("color", ["#FFFFFF"])[0]
-        try:
-            rgb = imaging.parse_color(color_text)
-        except ValueError as error:
-            raise BadRequest(str(error), code="invalid_color") from None
-        image = self._decode(upload)
-        mask = self._mask(image)
-        jpeg = imaging.encode(imaging.on_color(image, mask, rgb), "JPEG")
-        return Response(jpeg, content_type="image/jpeg", headers=[
-            ("Content-Disposition", attachment_header(f"color_{_stem(upload.filename)}.jpg"))])
+        upload = self._upload(request, background=True)
+        options = _checked(color_options, upload.values, ceiling_px=self._ceiling_px,
+                           background_file=upload.background is not None)
+        background = upload.background.data if upload.background else None
+        return self._answer("change_color", upload, options, lambda: self.pipeline.change_color(
+            upload.file.data, options, background_data=background,
+            timeout_s=self._inference_budget_s()))
 
     def clear_cache(self, request: Request) -> Response:
         self._authorise(request)
         before_mb = memory.rss_mb()
+        # The results first, so the collector and malloc_trim can give them back.
+        cached = self.cache.clear()
         collected = gc.collect()
         trimmed = memory.trim()
         return Response.json({
             "status": "cleared",
-            "cleared": {"gc_objects": collected, "malloc_trim": trimmed},
+            "cleared": {"results": cached, "gc_objects": collected, "malloc_trim": trimmed},
             "memory_before_mb": before_mb,
             "memory_after_mb": memory.rss_mb(),
         })
 
     # --- Steps shared by the POST handlers ----------------------------------
+
+    def _answer(self, endpoint: str, upload: Upload, options,
+                make: Callable[[], Output]) -> Response:
+        """The result from the cache, or made (and cached), as a download."""
+        key = (endpoint, digest(upload.file.data), cache_key_part(options),
+               digest(upload.background.data) if upload.background else "")
+        output = self.cache.get(key) if self.cache.enabled else None
+        hit = output is not None
+        if output is None:
+            output = self._run(make)
+            if self.cache.enabled:
+                self.cache.put(key, output)
+        headers = [("Content-Disposition", attachment_header(
+            f"{output.prefix}_{_stem(upload.file.filename)}.{output.extension}"))]
+        if self.cache.enabled:
+            self.cache_lookups.inc("hit" if hit else "miss")
+            headers.append(("X-Cache", "hit" if hit else "miss"))
+        return Response(output.body, content_type=output.content_type, headers=headers)
+
+    def _run(self, make: Callable[[], Output]) -> Output:
+        if not self.segmenter.loaded:
+            raise ServiceUnavailable(self.segmenter.error or "The model is not loaded yet.",
+                                     code="model_unavailable", retry_after_s=5)
+        try:
+            return make()
+        except imaging.InvalidImage as error:
+            raise _IMAGE_ERRORS[type(error)](str(error), code=error.code) from None
+        except InferenceTimeout:
+            raise ServiceUnavailable("The image took too long to process.",
+                                     code="timeout", retry_after_s=10) from None
 
     def _authorise(self, request: Request) -> None:
         expected = self.settings.api_key
@@ -136,22 +177,38 @@ class BackgroundAPI:
                 and hmac.compare_digest(token.strip().encode(), expected.encode())):
             raise Unauthorized("Send the API key as 'Authorization: Bearer <key>'.")
 
-    def _upload(self, request: Request) -> FormFile:
-        return self._upload_and_form(request)[0]
-
-    def _upload_and_form(self, request: Request):
+    def _upload(self, request: Request, *, background: bool = False) -> Upload:
+        """The image (and background) with the options: from a form or a raw body."""
         self._authorise(request)
-        content_type = request.header("Content-Type")
+        values = {name: given[0] for name, given in request.query.items()}
+        mimetype, _ = parse_options_header(request.header("Content-Type"))
+        if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+            # A raw body: the bytes are the image, the options are in the query.
+            return Upload(FormFile("file", "image", mimetype, self._read_raw(request)), values)
+        form = self._read_form(request, files=2 if background else 1)
+        values.update({name: given[0] for name, given in form.fields.items()})
+        return Upload(self._one_file(form, "file", required=True), values,
+                      self._one_file(form, "bg_file") if background else None)
+
+    def _read_raw(self, request: Request) -> bytes:
+        # The declared length is refused before reading, the streamed bytes counted.
+        reader = request.body_reader(self.settings.max_upload_bytes)
+        body = io.BytesIO()  # PERF: getvalue() hands over its buffer without a copy
+        while chunk := reader.read(RAW_CHUNK_BYTES):
+            body.write(chunk)
+        return body.getvalue()
+
+    def _read_form(self, request: Request, *, files: int) -> Form:
         try:
-            boundary = boundary_from_content_type(content_type)
+            boundary = boundary_from_content_type(request.header("Content-Type"))
         except MultipartError as error:
             raise UnsupportedMediaType(
-                f"Send the image as multipart/form-data in a field named 'file' ({error}).",
-                code="not_multipart") from None
+                "Send the image as multipart/form-data in a field named 'file', or as the "
+                f"raw body with Content-Type image/* ({error}).", code="not_multipart") from None
         limit = self.settings.max_upload_bytes
-        reader = request.body_reader(limit + FORM_OVERHEAD_BYTES)
+        reader = request.body_reader(files * limit + FORM_OVERHEAD_BYTES)
         try:
-            form = read_form(reader.read, boundary, max_file_bytes=limit)
+            return read_form(reader.read, boundary, max_file_bytes=limit)
         except MultipartLimitError as error:
             raise PayloadTooLarge(
                 f"The upload exceeds a limit ({error.limit}); files may be at most "
@@ -159,13 +216,17 @@ class BackgroundAPI:
         except MultipartError as error:
             raise BadRequest(f"The multipart body is malformed: {error}",
                              code="malformed_multipart") from None
-        files = form.files.get("file", [])
-        if not files:
-            raise BadRequest("No file was uploaded in the field 'file'.", code="missing_file")
+
+    def _one_file(self, form: Form, field: str, *, required: bool = False) -> FormFile | None:
+        files = form.files.get(field, [])
+        if not files and required:
+            raise BadRequest(f"No file was uploaded in the field '{field}'.",
+                             code="missing_file")
         if len(files) > 1:
-            raise BadRequest("Send one file per request.", code="too_many_files")
-        self._check_extension(files[0].filename)
-        return files[0], form
+            raise BadRequest(f"Send one file per field ('{field}').", code="too_many_files")
+        if files:
+            self._check_extension(files[0].filename)
+        return files[0] if files else None
 
     def _check_extension(self, filename: str) -> None:
         suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower().lstrip(".")
@@ -175,32 +236,25 @@ class BackgroundAPI:
                 f"{', '.join(self.settings.allowed_extensions)}.",
                 code="unsupported_extension")
 
-    def _decode(self, upload: FormFile) -> Image.Image:
-        try:
-            return imaging.decode(
-                upload.data, formats=self._formats,
-                max_pixels=self.settings.max_image_pixels,
-                max_dimension_px=self.settings.max_dimension_px)
-        except imaging.InvalidImage as error:
-            raise _IMAGE_ERRORS[type(error)](str(error), code=error.code) from None
-
-    def _mask(self, image: Image.Image) -> Image.Image:
-        if not self.segmenter.loaded:
-            raise ServiceUnavailable(self.segmenter.error or "The model is not loaded yet.",
-                                     code="model_unavailable", retry_after_s=5)
-        mean, std = self.segmenter.normalisation
-        tensor = imaging.to_tensor(image, self.segmenter.input_size_px, mean=mean, std=std)
-        started = time.perf_counter()
-        try:
-            output = self.segmenter.run(tensor, timeout_s=self._inference_budget_s())
-        except InferenceTimeout:
-            raise ServiceUnavailable("The image took too long to process.",
-                                     code="timeout", retry_after_s=10) from None
-        self.monitor.inference.observe(time.perf_counter() - started)
-        return imaging.mask_from_output(output, image.size)
-
     def _inference_budget_s(self) -> float:
         return max(1.0, self.settings.request_timeout_s - RESPONSE_MARGIN_S)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What a POST carried: the image, the text options, an optional background."""
+
+    file: FormFile
+    values: dict[str, str]
+    background: FormFile | None = None
+
+
+def _checked(parse, values: dict[str, str], **limits):
+    """Options parsed from the request's text; a bad value is a 400 naming it."""
+    try:
+        return parse(values, **limits)
+    except OptionError as error:
+        raise BadRequest(str(error), code=error.code) from None
 
 
 def _stem(filename: str) -> str:

@@ -39,6 +39,8 @@ class Settings:
     max_dimension_px: int = 1024
     max_image_pixels: int = 25_000_000
     allowed_extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    # Encoded results kept per worker for repeated requests; 0 turns it off.
+    cache_mb: float = 8.0
 
     # Model and inference
     model_path: Path = DEFAULT_MODEL_PATH
@@ -57,6 +59,10 @@ class Settings:
         return int(self.max_upload_mb * 1024 * 1024)
 
     @property
+    def cache_bytes(self) -> int:
+        return int(self.cache_mb * 1024 * 1024)
+
+    @property
     def manifest_path(self) -> Path:
         return self.model_path.with_suffix(".json")
 
@@ -72,6 +78,7 @@ class Settings:
             max_dimension_px=reader.int("MAX_DIMENSION", 1024, low=16, high=8192),
             max_image_pixels=reader.int("MAX_IMAGE_PIXELS", 25_000_000, low=1024, high=500_000_000),
             allowed_extensions=reader.words("ALLOWED_EXTENSIONS", DEFAULT_EXTENSIONS),
+            cache_mb=reader.float("CACHE_MB", 8.0, low=0, high=4096),
             model_path=Path(env.get("MODEL_PATH") or DEFAULT_MODEL_PATH),
             intra_op_threads=reader.int("INTRA_OP_THREADS", _default_threads(), low=1, high=256),
             ort_cpu_arena=reader.bool("ORT_CPU_ARENA", False),

@@ -1,0 +1,79 @@
+"""A small in-memory LRU of encoded results, bounded in bytes.
+
+It holds the response bytes only (never a decoded image): the same bytes
+object the response sends, so a miss costs no copy, and a 1024-px PNG is
+about 1.5 MB. Per worker process, like the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from typing import Generic, Hashable, TypeVar
+
+Value = TypeVar("Value")
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ResultCache(Generic[Value]):
+    """Least-recently-used entries whose ``size_of`` sum stays within max_bytes.
+
+    ``max_bytes`` 0 turns the cache off: nothing is stored, every get misses.
+    An entry larger than the whole budget is not stored.
+    """
+
+    def __init__(self, max_bytes: int, size_of=len):
+        self.max_bytes = max_bytes
+        self._size_of = size_of
+        self._entries: OrderedDict[Hashable, tuple[Value, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> Value | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[0]
+
+    def put(self, key: Hashable, value: Value) -> None:
+        size = self._size_of(value)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._entries[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self.bytes -= evicted
+
+    def clear(self) -> dict:
+        """Empty the cache; what was in it."""
+        with self._lock:
+            cleared = {"entries": len(self._entries), "bytes": self.bytes}
+            self._entries.clear()
+            self.bytes = 0
+        return cleared
+
+    def stats(self) -> dict:
+        return {"enabled": self.enabled, "entries": len(self._entries), "bytes": self.bytes,
+                "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses}
