@@ -17,8 +17,9 @@ def remove(client, data: bytes, filename: str = "photo.png", **kwargs):
     return client.post("/api/bg/remove", upload_files=[("file", filename, data)], **kwargs)
 
 
-def change_color(client, data: bytes, color: str | None, filename="photo.png", **kwargs):
-    params = {} if color is None else {"color": color}
+def change_color(client, data: bytes, color: str | None, filename="photo.png", *,
+                 params: dict | None = None, **kwargs):
+    params = dict(params or {}) | ({} if color is None else {"color": color})
     return client.post("/api/bg/change_color", params=params,
                        upload_files=[("file", filename, data)], **kwargs)
 
