@@ -54,7 +54,7 @@ class ResultCache(Generic[Value]):
 
     def put(self, key: Hashable, value: Value) -> None:
         size = self._size_of(value)
-        if size > self.max_bytes:
+        if not self.enabled or size > self.max_bytes:
             return
         with self._lock:
             old = self._entries.pop(key, None)

@@ -1,0 +1,47 @@
+"""Option parsing: defaults, booleans, ranges and normalised cache keys (no model)."""
+
+import pytest
+
+from isnet_wsgi.options import (OptionError, cache_key_part, color_options,
+                                remove_options)
+
+
+def test_defaults_fill_in_the_ceiling():
+    options = remove_options({}, ceiling_px=1024)
+    assert (options.image_format, options.mask, options.crop, options.margin_px,
+            options.max_dimension_px) == ("PNG", False, False, 0, 1024)
+    colour = color_options({}, ceiling_px=800)
+    assert (colour.image_format, colour.rgb, colour.blur_radius_px,
+            colour.max_dimension_px) == ("JPEG", (255, 255, 255), None, 800)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("true", True), ("TRUE", True), ("1", True), ("yes", True), (" Yes ", True),
+    ("false", False), ("0", False), ("no", False), ("", False)])
+def test_booleans_accept_true_false_1_0_yes_no(text, value):
+    assert remove_options({"mask": text}, ceiling_px=1024).mask is value
+
+
+def test_equal_requests_give_equal_cache_keys():
+    spelled = remove_options({"format": "PNG", "max_dimension": "1024", "crop": "yes"},
+                             ceiling_px=1024)
+    default = remove_options({"crop": "1"}, ceiling_px=1024)
+    assert cache_key_part(spelled) == cache_key_part(default)
+    jpg = color_options({"format": "jpg", "color": "#ffffff"}, ceiling_px=1024)
+    assert cache_key_part(jpg) == cache_key_part(color_options({}, ceiling_px=1024))
+
+
+def test_a_background_file_with_blur_is_a_conflict():
+    with pytest.raises(OptionError) as raised:
+        color_options({"blur": "3"}, ceiling_px=1024, background_file=True)
+    assert raised.value.code == "conflicting_background"
+
+
+def test_the_ceiling_bounds_max_dimension_and_margin():
+    assert remove_options({"max_dimension": "512"}, ceiling_px=512).max_dimension_px == 512
+    for values in ({"max_dimension": "513"}, {"crop": "1", "margin": "513"}):
+        with pytest.raises(OptionError):
+            remove_options(values, ceiling_px=512)
+    with pytest.raises(OptionError) as raised:
+        remove_options({"max_dimension": "\u00b2"}, ceiling_px=512)  # a digit, not ASCII
+    assert raised.value.code == "invalid_max_dimension"
