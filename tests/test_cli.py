@@ -1,0 +1,75 @@
+"""`python -m isnet_wsgi remove`: files and folders, options, failures, exit codes."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from isnet_wsgi import cli
+from tests.helpers import encode_image, open_image, photo_bytes
+from tests.test_api import remove
+
+# The command reads its settings from the environment, as the server does;
+# only MODEL_PATH may come from the shell running the tests (see helpers.py).
+CLI_ENV = {"MODEL_PATH": os.environ.get("MODEL_PATH", ""), "ORT_DISABLE_TELEMETRY": "1"}
+
+
+def small_photo(name: str, side_px: int = 96) -> bytes:
+    return encode_image(open_image(photo_bytes(name)).resize((side_px, side_px)), "PNG")
+
+
+def test_a_folder_with_a_bad_file_and_a_missing_input_exits_1_with_a_summary(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "astronaut.png").write_bytes(small_photo("astronaut.png"))
+    (folder / "camera.png").write_bytes(small_photo("camera.png"))
+    (folder / "notes.txt").write_text("not an image: skipped, not an allowed extension")
+    (folder / "broken.png").write_bytes(b"not an image")
+    result = subprocess.run(
+        [sys.executable, "-m", "isnet_wsgi", "remove", str(folder), str(tmp_path / "absent.jpg"),
+         "-o", str(tmp_path / "out"), "--mask"],
+        capture_output=True, text=True, timeout=300, env={"PATH": os.environ.get("PATH", ""), **CLI_ENV})
+    assert result.returncode == 1, result.stderr
+    assert "2 written, 2 failed" in result.stdout
+    assert "broken.png: The file is not an image" in result.stdout
+    assert "absent.jpg" in result.stdout
+    assert "] 3/4 camera.png" in result.stderr and "#" * cli.PROGRESS_BAR_WIDTH in result.stderr
+    masks = sorted(path.name for path in (tmp_path / "out").iterdir())
+    assert masks == ["mask_astronaut.png", "mask_camera.png"]
+    mask = open_image((tmp_path / "out" / "mask_astronaut.png").read_bytes())
+    assert mask.mode == "L" and mask.size == (96, 96)
+
+
+def test_one_file_to_a_named_output_matches_what_the_api_answers(tmp_path, client, monkeypatch):
+    data = small_photo("coffee.png", 120)
+    source = tmp_path / "coffee.png"
+    source.write_bytes(data)
+    target = tmp_path / "cut.webp"
+    for name, value in CLI_ENV.items():
+        monkeypatch.setenv(name, value)
+    stdout = io.StringIO()
+    code = cli.main(["remove", str(source), "-o", str(target), "--format", "webp",
+                     "--crop", "--margin", "4", "--max-dimension", "100"], stdout=stdout)
+    assert code == 0 and stdout.getvalue() == "1 written, 0 failed\n"
+    from_cli = open_image(target.read_bytes())
+    from_api = open_image(remove(client, data, "coffee.png", params={
+        "format": "webp", "crop": "true", "margin": "4", "max_dimension": "100"}).body)
+    assert from_cli.format == "WEBP" and from_cli.mode == "RGBA"
+    assert from_cli.size == from_api.size and max(from_cli.size) <= 100
+    difference = np.abs(np.asarray(from_cli, dtype=int) - np.asarray(from_api, dtype=int))
+    assert difference.max() <= 1
+
+
+def test_a_bad_option_exits_2_before_loading_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_PATH", str(tmp_path / "absent.onnx"))
+    stderr = io.StringIO()
+    code = cli.main(["remove", "x.png", "-o", str(tmp_path), "--margin", "3"], stderr=stderr)
+    assert code == 2
+    assert stderr.getvalue() == "error: margin applies only with crop=true.\n"
+    assert cli.main(["remove", "x.png", "-o", str(tmp_path), "--format", "bmp"],
+                    stderr=io.StringIO()) == 2
+    assert os.listdir(tmp_path) == []
