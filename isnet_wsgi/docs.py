@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from . import __version__
 from .config import Settings
+from .options import COLOR_FORMATS, MAX_BLUR_RADIUS_PX, MIN_DIMENSION_PX, REMOVE_FORMATS
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/Error"}
 
@@ -15,38 +17,107 @@ def _error(description: str) -> dict:
             "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
 
 
-def _upload_body(settings: Settings, extra_fields: dict | None = None) -> dict:
+def _upload_body(settings: Settings, options: list[dict], *, background: bool = False) -> dict:
+    """A multipart form (file + options as fields), or the raw image as the body."""
     properties = {"file": {
         "type": "string", "format": "binary",
         "description": f"The image: {', '.join(settings.allowed_extensions)}; "
                        f"at most {settings.max_upload_mb:g} MB."}}
-    properties.update(extra_fields or {})
-    return {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"], "properties": properties}}}}
+    if background:
+        properties["bg_file"] = {
+            "type": "string", "format": "binary",
+            "description": "Optional background image, scaled and centre-cropped to cover the "
+                           "photo (after the photo is scaled to max_dimension)."}
+    properties.update({option["name"]: _schema(option) for option in options})
+    raw = {"schema": {"type": "string", "format": "binary"},
+           "description": "The raw image bytes (e.g. curl --data-binary); options go in the "
+                          "query string; the download is named after 'image'."}
+    return {"required": True, "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"], "properties": properties}},
+        "image/*": raw, "application/octet-stream": raw}}
+
+
+def _schema(option: dict) -> dict:
+    return {key: value for key, value in option.items() if key != "name"}
+
+
+def _query(options: list[dict]) -> list[dict]:
+    return [{"name": option["name"], "in": "query", "required": False,
+             "description": option["description"] + " (A form field of the same name wins.)",
+             "schema": _schema(option)} for option in options]
+
+
+def remove_options(settings: Settings) -> list[dict]:
+    """Every option of /api/bg/remove, as JSON Schema with a description."""
+    return [
+        {"name": "format", "type": "string", "enum": sorted(REMOVE_FORMATS), "default": "png",
+         "description": "png, or webp (lossless, with alpha)."},
+        {"name": "mask", "type": "boolean", "default": False,
+         "description": "Answer the greyscale mask (mask_<name>) instead of the cut-out. "
+                        "Booleans accept true/false, 1/0, yes/no."},
+        {"name": "crop", "type": "boolean", "default": False,
+         "description": "Crop to the subject's bounding box (the whole image if none)."},
+        {"name": "margin", "type": "integer", "minimum": 0,
+         "maximum": settings.max_dimension_px, "default": 0,
+         "description": "Pixels kept around the subject, clamped to the image; "
+                        "only with crop=true."},
+        {"name": "max_dimension", "type": "integer", "minimum": MIN_DIMENSION_PX,
+         "maximum": settings.max_dimension_px, "default": settings.max_dimension_px,
+         "description": "Long side of the output, px. Above MAX_DIMENSION is refused (400), "
+                        "not clamped; images are never scaled up."},
+    ]
+
+
+def color_options(settings: Settings) -> list[dict]:
+    """Every option of /api/bg/change_color, as JSON Schema with a description."""
+    return [
+        {"name": "format", "type": "string", "enum": sorted(COLOR_FORMATS), "default": "jpeg",
+         "description": "jpeg (quality 90), png, or webp (lossless)."},
+        {"name": "color", "type": "string", "default": "#FFFFFF",
+         "examples": ["#00FF00", "#0F0", "0,255,0"],
+         "description": "Background colour: #RRGGBB, #RGB or R,G,B (0-255)."},
+        {"name": "blur", "type": "number", "exclusiveMinimum": 0,
+         "maximum": MAX_BLUR_RADIUS_PX,
+         "description": "Keep the photo's own background, Gaussian-blurred with this radius "
+                        "(px). One background only: color, blur or bg_file."},
+        remove_options(settings)[-1],
+    ]
 
 
 _UPLOAD_ERRORS = {
-    "400": _error("Malformed form, missing file, damaged image or bad parameter."),
+    "400": _error("Malformed form, missing file, damaged image, or a bad option (the code "
+                  "names it: invalid_format, invalid_mask, invalid_crop, invalid_margin, "
+                  "invalid_max_dimension, invalid_color, invalid_blur, "
+                  "conflicting_background)."),
     "401": _error("API_KEY is set and the request has no valid bearer token."),
     "413": _error("The upload or the image's pixel count is over the limit."),
-    "415": _error("Not multipart/form-data, or not an accepted image type."),
+    "415": _error("Neither multipart/form-data nor an image body, or not an accepted "
+                  "image type."),
     "503": _error("Model not loaded, or processing passed the time limit."),
 }
 
 
+def _image_answer(description: str, media_types: tuple[str, ...]) -> dict:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {"description": description, "content": {media: binary for media in media_types},
+            "headers": {"X-Cache": {
+                "description": "hit or miss: whether the result came from the result cache "
+                               "(absent when CACHE_MB=0)",
+                "schema": {"type": "string", "enum": ["hit", "miss"]}}}}
+
+
 def openapi_document(settings: Settings) -> dict:
     """Every route, its parameters and its answers, as OpenAPI 3.1."""
-    binary = {"schema": {"type": "string", "format": "binary"}}
     json_object = {"application/json": {"schema": {"type": "object"}}}
-    color = {"type": "string", "default": "#FFFFFF", "examples": ["#00FF00", "#0F0", "0,255,0"],
-             "description": "Background colour: #RRGGBB, #RGB or R,G,B (0-255)."}
     security = [{"bearer": []}] if settings.api_key else []
     return {
         "openapi": "3.1.0",
         "info": {"title": "isnet-wsgi", "version": __version__,
                  "description": "Background removal with ISNet, in a small memory footprint."},
         "paths": {
-            "/": {"get": {"summary": "This API's documentation as HTML",
+            "/": {"get": {"summary": "This API's documentation as HTML, and a page to try it "
+                                     "(drop an image, see the result and its mask)",
                           "responses": {"200": {"description": "HTML page"}}}},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": {"description": "OpenAPI 3.1",
@@ -65,21 +136,25 @@ def openapi_document(settings: Settings) -> dict:
                 "summary": "Model, memory, limits and settings",
                 "responses": {"200": {"description": "Status", "content": json_object}}}},
             "/api/bg/remove": {"post": {
-                "summary": "Cut the subject out onto transparency (PNG with alpha)",
-                "security": security, "requestBody": _upload_body(settings),
-                "responses": {"200": {"description": "The cut-out, as an attachment "
-                                                     "named nobg_<name>.png",
-                                      "content": {"image/png": binary}}, **_UPLOAD_ERRORS}}},
+                "summary": "Cut the subject out onto transparency (PNG or WebP with alpha)",
+                "security": security, "parameters": _query(remove_options(settings)),
+                "requestBody": _upload_body(settings, remove_options(settings)),
+                "responses": {"200": _image_answer(
+                    "The cut-out as nobg_<name>.<ext>, or the mask as mask_<name>.<ext>",
+                    ("image/png", "image/webp")), **_UPLOAD_ERRORS}}},
             "/api/bg/change_color": {"post": {
-                "summary": "Put the subject on a solid colour (JPEG)",
-                "security": security,
-                "requestBody": _upload_body(settings, {"color": color}),
-                "responses": {"200": {"description": "The composite",
-                                      "content": {"image/jpeg": binary}}, **_UPLOAD_ERRORS}}},
+                "summary": "Put the subject on a colour, a blurred copy of its background, "
+                           "or an uploaded background",
+                "security": security, "parameters": _query(color_options(settings)),
+                "requestBody": _upload_body(settings, color_options(settings), background=True),
+                "responses": {"200": _image_answer(
+                    "The composite as color_<name>.<ext>",
+                    ("image/jpeg", "image/png", "image/webp")), **_UPLOAD_ERRORS}}},
             "/api/bg/clear_cache": {"post": {
-                "summary": "Collect garbage and return free memory to the OS",
+                "summary": "Empty the result cache, collect garbage, return memory to the OS",
                 "security": security,
-                "responses": {"200": {"description": "What was cleared, RSS before and after",
+                "responses": {"200": {"description": "What was cleared (cached results: "
+                                                     "entries and bytes), RSS before and after",
                                       "content": json_object},
                               "401": _UPLOAD_ERRORS["401"]}}},
         },
@@ -92,39 +167,67 @@ def openapi_document(settings: Settings) -> dict:
     }
 
 
+# Read once, at import (in gunicorn's master under preload_app).
+_PAGE = (Path(__file__).parent / "static" / "index.html").read_text(encoding="utf-8")
+
+
 def index_html(settings: Settings, base_url: str) -> str:
-    """A page a person can read: every endpoint with a curl example."""
-    base = html.escape(base_url.rstrip("/"))
-    auth = ' -H "Authorization: Bearer $API_KEY"' if settings.api_key else ""
-    examples = [
-        ("GET /api/bg/health", "Health check (200 healthy, 503 unhealthy).",
-         f"curl {base}/api/bg/health"),
-        ("GET /api/bg/status", "Model, memory, limits and settings.",
-         f"curl {base}/api/bg/status"),
-        ("POST /api/bg/remove", "Transparent PNG of the subject.",
-         f"curl{auth} -F file=@photo.jpg -o photo.png {base}/api/bg/remove"),
-        ("POST /api/bg/change_color", "The subject on a colour, as JPEG.",
-         f"curl{auth} -F file=@photo.jpg -F color=#00FF00 -o green.jpg {base}/api/bg/change_color"),
-        ("POST /api/bg/clear_cache", "Collect garbage, return memory to the OS.",
-         f"curl{auth} -X POST {base}/api/bg/clear_cache"),
-        ("GET /openapi.json", "The OpenAPI 3.1 document.", f"curl {base}/openapi.json"),
-        ("GET /metrics", "Prometheus metrics.", f"curl {base}/metrics"),
-    ]
-    rows = "\n".join(
-        f"<h2><code>{html.escape(title)}</code></h2><p>{html.escape(text)}</p>"
-        f"<pre>{html.escape(command, quote=False)}</pre>"
-        for title, text, command in examples)
+    """A page a person can read and use: drop an image, see the result and its
+    mask; below, every endpoint with its options and a curl example."""
     limits = (f"Uploads up to {settings.max_upload_mb:g} MB; images are scaled so the long "
               f"side is at most {settings.max_dimension_px} px; accepted types: "
               f"{', '.join(settings.allowed_extensions)}; {settings.request_timeout_s} s per "
               "request. Errors are JSON: {\"error\": code, \"message\": text}. "
               "Nothing you upload is written to disk.")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>isnet-wsgi</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}}
-pre{{background:#f4f4f4;padding:.6rem;overflow-x:auto}}</style></head>
-<body><h1>isnet-wsgi {html.escape(__version__)}</h1>
-<p>Background removal with ISNet. {html.escape(limits)}</p>
-{rows}
-</body></html>
-"""
+    key_field = ('<label>API key <input id="key" type="password" autocomplete="off"></label>'
+                 if settings.api_key else "")
+    return (_PAGE.replace("<!--VERSION-->", html.escape(__version__))
+            .replace("<!--LIMITS-->", html.escape(limits))
+            .replace("<!--KEY-->", key_field)
+            .replace("<!--DOCS-->", _endpoint_docs(settings, base_url)))
+
+
+def _endpoint_docs(settings: Settings, base_url: str) -> str:
+    base = html.escape(base_url.rstrip("/"))
+    auth = ' -H "Authorization: Bearer $API_KEY"' if settings.api_key else ""
+    post = f"curl{auth}"
+    sections = [
+        ("GET /api/bg/health", "Health check (200 healthy, 503 unhealthy).",
+         [f"curl {base}/api/bg/health"], []),
+        ("GET /api/bg/status", "Model, memory, limits, cache and settings.",
+         [f"curl {base}/api/bg/status"], []),
+        ("POST /api/bg/remove", "The subject on transparency (PNG or WebP), or its mask. "
+         "Send a multipart form (options as fields) or the raw image (options in the query).",
+         [f"{post} -F file=@photo.jpg -o photo.png {base}/api/bg/remove",
+          f"{post} -F file=@photo.jpg -F format=webp -F crop=true -F margin=16 "
+          f"-o photo.webp {base}/api/bg/remove",
+          f"{post} --data-binary @photo.jpg -H 'Content-Type: image/jpeg' "
+          f"-o mask.png '{base}/api/bg/remove?mask=true'"],
+         remove_options(settings)),
+        ("POST /api/bg/change_color", "The subject on a colour, a blur of its own "
+         "background, or an uploaded background (bg_file, fitted by cover).",
+         [f"{post} -F file=@photo.jpg -F color=#00FF00 -o green.jpg {base}/api/bg/change_color",
+          f"{post} -F file=@photo.jpg -F blur=12 -o blurred.jpg {base}/api/bg/change_color",
+          f"{post} -F file=@photo.jpg -F bg_file=@beach.jpg -F format=png "
+          f"-o beach.png {base}/api/bg/change_color"],
+         color_options(settings)),
+        ("POST /api/bg/clear_cache", "Empty the result cache, collect garbage, return "
+         "memory to the OS.", [f"{post} -X POST {base}/api/bg/clear_cache"], []),
+        ("GET /openapi.json", "The OpenAPI 3.1 document.", [f"curl {base}/openapi.json"], []),
+        ("GET /metrics", "Prometheus metrics.", [f"curl {base}/metrics"], []),
+    ]
+    return "\n".join(
+        f"<h3><code>{html.escape(title)}</code></h3><p>{html.escape(text)}</p>"
+        + _options_table(options)
+        + "".join(f"<pre>{html.escape(command, quote=False)}</pre>" for command in commands)
+        for title, text, commands, options in sections)
+
+
+def _options_table(options: list[dict]) -> str:
+    if not options:
+        return ""
+    rows = "".join(
+        f"<tr><td><code>{html.escape(option['name'])}</code></td>"
+        f"<td>{html.escape(str(option.get('default', '')))}</td>"
+        f"<td>{html.escape(option['description'])}</td></tr>" for option in options)
+    return f"<table><tr><th>option</th><th>default</th><th>meaning</th></tr>{rows}</table>"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import webtest
@@ -41,6 +43,35 @@ def test_openapi_lists_every_route(client, service):
     documented = {(path, method.upper()) for path, item in document["paths"].items()
                   for method in item}
     assert documented == set(service.router.routes())
+
+
+OPTIONS = {"/api/bg/remove": {"format", "mask", "crop", "margin", "max_dimension"},
+           "/api/bg/change_color": {"format", "color", "blur", "max_dimension"}}
+
+
+def test_openapi_and_the_page_document_every_option(client):
+    document = client.get("/openapi.json").json
+    page = client.get("/").text
+    for path, names in OPTIONS.items():
+        post = document["paths"][path]["post"]
+        content = post["requestBody"]["content"]
+        assert {"multipart/form-data", "image/*", "application/octet-stream"} <= set(content)
+        fields = set(content["multipart/form-data"]["schema"]["properties"])
+        assert names | {"file"} <= fields
+        assert names == {parameter["name"] for parameter in post["parameters"]}
+        assert "X-Cache" in post["responses"]["200"]["headers"]
+        for name in names:
+            assert f"<td><code>{name}</code></td>" in page
+    assert "bg_file" in document["paths"]["/api/bg/change_color"]["post"]["requestBody"][
+        "content"]["multipart/form-data"]["schema"]["properties"]
+    assert "bg_file=@" in page and "--data-binary @photo.jpg" in page
+
+
+def test_the_page_loads_nothing_from_outside(client):
+    page = client.get("/").text
+    assert 'id="file"' in page and "<script>" in page and "<style>" in page
+    assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', page)
+    assert len(page.encode()) < 32 * 1024
 
 
 def test_health_is_healthy_with_memory(client):
