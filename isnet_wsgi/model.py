@@ -88,6 +88,16 @@ class Segmenter:
             raise ModelError(self.error) from error
         self.load_seconds = time.perf_counter() - started
         self.session_pid = os.getpid()
+        # PERF: the session holds its own copy of the weights, so this process
+        # drops its references to the file's bytes (shared with the master
+        # until now): free() unmaps them here and the worker's RSS falls by the
+        # model's size, while the master keeps them for the next worker.
+        # onnxruntime's Python wrapper keeps one too ("TODO: This is bad as
+        # we're holding the memory indefinitely"); it is needed only to
+        # re-create the session on set_providers(), which we never call.
+        self._model_bytes = b""
+        if getattr(self._session, "_model_bytes", None) is not None:
+            self._session._model_bytes = None
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
         height, width = model_input.shape[-2:]
