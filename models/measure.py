@@ -1,0 +1,104 @@
+"""Measure a built model the way the service runs it: peak RSS, latency, fidelity.
+
+Peak RSS must be measured in a fresh process (VmHWM never goes down), so
+`peak_rss()` runs this module as a child: `python -m models.measure MODEL`.
+The child configures glibc and onnxruntime like the service does: 2 threads,
+no CPU arena, no memory pattern, mmap threshold 64 KiB.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter number, from <malloc.h>
+MMAP_THRESHOLD_BYTES = 64 * 1024
+THREADS = 2
+MASK_THRESHOLD = 0.5
+
+
+def session_options(threads: int = THREADS):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.log_severity_level = 3
+    return options
+
+
+def open_session(model_path: Path, threads: int = THREADS):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(
+        str(model_path), session_options(threads), providers=["CPUExecutionProvider"]
+    )
+
+
+def predict_mask(session, batch: np.ndarray) -> np.ndarray:
+    """The model's output min-max normalised to [0, 1] (epsilon: a flat map stays finite)."""
+    input_name = session.get_inputs()[0].name
+    output = session.run(None, {input_name: batch})[0][0, 0]
+    low, high = float(output.min()), float(output.max())
+    return (output - low) / (high - low + 1e-6)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray, threshold: float = MASK_THRESHOLD) -> float:
+    """Intersection over union of two masks binarised at `threshold` (1.0 when both empty)."""
+    a_on, b_on = a >= threshold, b >= threshold
+    union = np.logical_or(a_on, b_on).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a_on, b_on).sum() / union)
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _child(model_path: Path, photo: Path, runs: int) -> dict:
+    """Runs in the fresh process: load, infer `runs` times, report."""
+    ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    from PIL import Image
+
+    from models.calibrate import to_input
+
+    with Image.open(photo) as image:
+        batch = to_input(image)
+    started = time.perf_counter()
+    session = open_session(model_path)
+    load_s = time.perf_counter() - started
+    run_s = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        predict_mask(session, batch)
+        run_s.append(time.perf_counter() - started)
+    return {"peak_rss_mb": round(_peak_rss_mb(), 1), "load_s": round(load_s, 2),
+            "run_s": round(min(run_s), 2), "runs": runs}
+
+
+def peak_rss(model_path: Path, photo: Path, runs: int = 1) -> dict:
+    """Measure in a fresh child process; returns the child's report."""
+    env = dict(os.environ, ORT_DISABLE_TELEMETRY="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "models.measure", str(model_path), str(photo), str(runs)],
+        check=True, capture_output=True, text=True, env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    model_arg, photo_arg, runs_arg = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    print(json.dumps(_child(Path(model_arg), Path(photo_arg), runs_arg)))

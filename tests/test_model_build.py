@@ -1,0 +1,198 @@
+"""Unit tests of the model build steps, on tiny graphs made here (no download)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from models import build, convert, quantize, ranges, source
+
+SIDE_PX = 8
+
+
+def _conv(name: str, x: str, out: str, channels_in: int, channels_out: int, dtype) -> tuple:
+    weight = numpy_helper.from_array(
+        (np.arange(channels_out * channels_in * 9).reshape(channels_out, channels_in, 3, 3) % 7 - 3)
+        .astype(dtype) / 10, f"{name}.weight")
+    node = helper.make_node("Conv", [x, weight.name], [out], name=f"/{name}/Conv", pads=[1, 1, 1, 1])
+    return node, weight
+
+
+def tiny_fp16_isnet() -> onnx.ModelProto:
+    """An fp16 graph shaped like the npm export: Casts around float32 I/O, a
+    Constant, a Cast around a Resize, a Concat junction and a 1-channel head,
+    plus a second (debugging) output."""
+    nodes, weights = [], []
+    nodes.append(helper.make_node("Cast", ["input"], ["x16"], to=TensorProto.FLOAT16, name="graph_input_cast0"))
+    for name, x, out, cin, cout in (("conv_in", "x16", "a", 3, 4), ("stage1/rebnconvin/conv_s1", "a_r", "b", 4, 4),
+                                    ("stage2/rebnconvin/conv_s1", "b_r", "c", 4, 4)):
+        node, weight = _conv(name, x, out, cin, cout, np.float16)
+        nodes += [node, helper.make_node("Relu", [out], [out + "_r"], name=f"/{name}/Relu")]
+        weights.append(weight)
+    half = helper.make_tensor("half", TensorProto.FLOAT16, [], [0.5])
+    nodes += [
+        helper.make_node("Constant", [], ["k"], value=half, name="/Constant"),
+        helper.make_node("Mul", ["c_r", "k"], ["c_half"], name="/Mul"),
+        helper.make_node("Cast", ["c_half"], ["c32"], to=TensorProto.FLOAT, name="/Resize_4_input_cast0"),
+        helper.make_node("Resize", ["c32", "", "scales"], ["up32"], mode="nearest", name="/Resize_4"),
+        helper.make_node("Cast", ["up32"], ["up"], to=TensorProto.FLOAT16, name="/Resize_4_output_cast0"),
+        helper.make_node("Concat", ["up", "b_r"], ["cat"], axis=1, name="/Concat_9"),
+    ]
+    head, head_weight = _conv("side1", "cat", "logit", 8, 1, np.float16)
+    nodes += [head, helper.make_node("Sigmoid", ["logit"], ["prob"], name="/Sigmoid"),
+              helper.make_node("Cast", ["prob"], ["output"], to=TensorProto.FLOAT, name="graph_output_cast0"),
+              helper.make_node("Cast", ["c_r"], ["debug"], to=TensorProto.FLOAT, name="graph_output_cast1")]
+    weights += [head_weight, numpy_helper.from_array(np.array([1, 1, 1, 1], np.float32), "scales")]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIDE_PX, SIDE_PX])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, SIDE_PX, SIDE_PX]),
+         helper.make_tensor_value_info("debug", TensorProto.FLOAT, [1, 4, SIDE_PX, SIDE_PX])],
+        weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(model: onnx.ModelProto, batch: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["output"], {session.get_inputs()[0].name: batch})[0]
+
+
+def _batch() -> np.ndarray:
+    return (np.linspace(-0.5, 0.5, 3 * SIDE_PX * SIDE_PX, dtype=np.float32)).reshape(1, 3, SIDE_PX, SIDE_PX)
+
+
+def test_fp16_to_fp32_leaves_no_fp16_and_keeps_the_result():
+    fp16 = tiny_fp16_isnet()
+    fp32 = convert.prepare_fp32(fp16)
+    types = {t.data_type for t in fp32.graph.initializer}
+    types |= {n.attribute[0].t.data_type for n in fp32.graph.node if n.op_type == "Constant"}
+    types |= {v.type.tensor_type.elem_type for v in (*fp32.graph.input, *fp32.graph.output, *fp32.graph.value_info)}
+    assert types == {TensorProto.FLOAT}
+    assert not [n for n in fp32.graph.node if n.op_type == "Cast"]
+    assert [o.name for o in fp32.graph.output] == ["output"]
+    np.testing.assert_allclose(_run(fp32, _batch()), _run(fp16, _batch()), atol=2e-3)
+
+
+def test_prepare_fp32_accepts_fp32_sources_with_other_io_names():
+    fp32 = convert.prepare_fp32(tiny_fp16_isnet())
+    fp32 = convert.rename_io(fp32, "input.1", "1959")
+    again = convert.prepare_fp32(fp32)
+    assert [i.name for i in again.graph.input] == ["input"]
+    assert [o.name for o in again.graph.output] == ["output"]
+    np.testing.assert_allclose(_run(again, _batch()), _run(convert.prepare_fp32(tiny_fp16_isnet()), _batch()))
+
+
+def test_keep_outputs_drops_the_debug_branch():
+    model = convert.keep_outputs(tiny_fp16_isnet(), ["output"])
+    assert "graph_output_cast1" not in {n.name for n in model.graph.node}
+
+
+def test_high_res_recipe_selects_the_512px_part_and_leaves_side1_alone():
+    model = convert.prepare_fp32(tiny_fp16_isnet())
+    recipe = quantize.Recipe(static_prefixes=quantize.HIGH_RES_PREFIXES, static_nodes=quantize.HIGH_RES_NODES)
+    static = quantize.static_nodes(model, recipe)
+    assert set(static) == {"/conv_in/Conv", "/conv_in/Relu", "/stage1/rebnconvin/conv_s1/Conv",
+                           "/stage1/rebnconvin/conv_s1/Relu", "/Resize_4", "/Concat_9"}
+    assert quantize.dynamic_nodes(model, recipe) == ["/stage2/rebnconvin/conv_s1/Conv"]
+
+
+def test_default_recipe_is_static_everywhere_but_the_head():
+    model = convert.prepare_fp32(tiny_fp16_isnet())
+    static = quantize.static_nodes(model, quantize.Recipe())
+    assert "/stage2/rebnconvin/conv_s1/Conv" in static
+    assert not [name for name in static if name.startswith("/side1/")]
+    assert "/Mul" not in static and "/Sigmoid" not in static  # op types outside the recipe
+    assert quantize.dynamic_nodes(model, quantize.Recipe()) == []
+
+
+def test_quantize_end_to_end_on_the_tiny_graph(tmp_path):
+    fp32_path = tmp_path / "fp32.onnx"
+    onnx.save(convert.prepare_fp32(tiny_fp16_isnet()), fp32_path)
+    samples = [_batch(), -_batch(), _batch()[:, ::-1].copy()]
+    out = tmp_path / "q.onnx"
+    facts = quantize.quantize(fp32_path, out, lambda: iter(samples), quantize.Recipe())
+    assert facts["calibration_samples"] == 3 and facts["static_nodes"] > 0
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert _run(onnx.load(out), _batch()).shape == (1, 1, SIDE_PX, SIDE_PX)
+
+
+def test_ranges_round_outwards_and_keep_zero():
+    per_sample = np.array([[[0.5, 3.14159]], [[-0.1234, 2.0]]], dtype=np.float32)  # 2 samples, 1 tensor
+    (low, high), = ranges.aggregate(per_sample, "max")
+    assert low == pytest.approx(-0.124) and high == pytest.approx(3.15)
+    (low, high), = ranges.aggregate(np.array([[[1.0, 2.0]]], np.float32), "max")
+    assert low == 0.0  # a range must contain zero for uint8 zero points
+    with pytest.raises(ValueError):
+        ranges.aggregate(per_sample, "mean")
+
+
+def test_subject_region_is_dilated_and_pooled():
+    probability = np.zeros((32, 32), np.float32)
+    probability[16, 16] = 0.9
+    regions = ranges.subject_regions(probability, [32, 8])
+    full, coarse = regions["calibration_region_32"][0, 0], regions["calibration_region_8"][0, 0]
+    assert full[16, 14:19].all() and full.sum() == 25  # margin 32/16 = 2 px each side
+    assert coarse[4, 4] == 1 and coarse.sum() < 8
+    assert not ranges.subject_regions(np.zeros((32, 32), np.float32), [32])["calibration_region_32"].any()
+
+
+def _chunked_resource(data: bytes, chunk_bytes: int) -> tuple[dict, dict]:
+    chunks, files = [], {}
+    for start in range(0, len(data), chunk_bytes):
+        part = data[start:start + chunk_bytes]
+        digest = hashlib.sha256(part).hexdigest()
+        files[digest] = part
+        chunks.append({"hash": digest, "offsets": [start, start + len(part)]})
+    return {"/models/medium": {"chunks": chunks[::-1], "size": len(data)}}, files
+
+
+def test_reassemble_joins_chunks_in_offset_order():
+    data = bytes(range(256)) * 10
+    resources, files = _chunked_resource(data, 1000)
+    assert source.reassemble(resources, files.__getitem__) == data
+
+
+def test_reassemble_refuses_a_chunk_with_a_bad_sha256():
+    resources, files = _chunked_resource(bytes(range(256)) * 10, 1000)
+    victim = resources["/models/medium"]["chunks"][0]["hash"]
+    files[victim] = b"x" + files[victim][1:]
+    with pytest.raises(source.SourceError, match="sha256"):
+        source.reassemble(resources, files.__getitem__)
+
+
+def test_reassemble_refuses_a_wrong_total_size():
+    resources, files = _chunked_resource(bytes(100), 30)
+    resources["/models/medium"]["size"] = 101
+    with pytest.raises(source.SourceError, match="expected 101"):
+        source.reassemble(resources, files.__getitem__)
+
+
+def test_cache_dir_honours_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert source.cache_dir() == tmp_path / "isnet-wsgi"
+
+
+def test_manifest_names_the_file_and_its_interface(tmp_path):
+    model_path = tmp_path / "isnet-general-tiny.onnx"
+    model_path.write_bytes(b"not really a model")
+    src = source.Source(model_path, "ab" * 32, {"kind": "file", "name": "x.onnx"})
+    manifest = build.make_manifest(src, quantize.Recipe(), model_path, "key", {"static_nodes": 1})
+    assert manifest["sha256"] == hashlib.sha256(b"not really a model").hexdigest()
+    assert manifest["size_bytes"] == len(b"not really a model")
+    assert manifest["input"]["name"] == "input" and manifest["input"]["shape"] == [1, 3, 1024, 1024]
+    assert manifest["input"]["normalisation"]["formula"] == "x/255 - 0.5"
+    assert manifest["source"]["kind"] == "file" and "MIT" in manifest["licence"]["weights"]
+    path = tmp_path / "manifest.json"
+    build.write_manifest(manifest, path)
+    assert json.loads(path.read_text()) == manifest
+    assert build.is_up_to_date(manifest, "key", model_path)
+    assert not build.is_up_to_date(manifest, "other key", model_path)
+    model_path.write_bytes(b"tampered")
+    assert not build.is_up_to_date(manifest, "key", model_path)
