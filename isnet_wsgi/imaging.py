@@ -139,14 +139,18 @@ def fit_within(image: Image.Image, max_px: int) -> Image.Image:
 
 
 def to_tensor(image: Image.Image, size_px: tuple[int, int], *,
-              mean: float = 0.5, std: float = 1.0) -> np.ndarray:
-    """The model's input: 1x3xHxW float32, (pixels / 255 - mean) / std."""
+              mean: float | tuple[float, ...] = 0.5,
+              std: float | tuple[float, ...] = 1.0) -> np.ndarray:
+    """The model's input: 1x3xHxW float32, (pixels / 255 - mean) / std.
+
+    ``mean`` and ``std`` are one number or one per RGB channel.
+    """
     rgb = image.convert("RGB").resize(size_px, Image.Resampling.BILINEAR)
     pixels = np.asarray(rgb, dtype=np.float32)
     pixels *= 1.0 / 255.0
-    pixels -= mean
-    if std != 1.0:
-        pixels /= std
+    pixels -= np.asarray(mean, dtype=np.float32)
+    if np.any(np.asarray(std) != 1.0):
+        pixels /= np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)[np.newaxis])
 
 

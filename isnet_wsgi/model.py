@@ -62,16 +62,18 @@ class Segmenter:
     def load(cls, model_path: Path, manifest_path: Path, options: SessionOptions) -> "Segmenter":
         manifest = read_manifest(manifest_path)
         model_bytes = read_verified(model_path, manifest)
-        return cls(manifest.get("name", model_path.stem), model_bytes, manifest, options)
+        name = manifest.get("model") or manifest.get("name") or model_path.stem
+        return cls(name, model_bytes, manifest, options)
 
     @property
     def loaded(self) -> bool:
         return self._session is not None
 
     @property
-    def normalisation(self) -> tuple[float, float]:
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) from the manifest: input = (x/255 - mean) / std."""
         norm = self.manifest.get("input", {}).get("normalisation", {})
-        return float(norm.get("mean", 0.5)), float(norm.get("std", 1.0))
+        return _per_channel(norm.get("mean", 0.5)), _per_channel(norm.get("std", 1.0))
 
     def start(self) -> None:
         """Create the session in this process (the worker, after fork)."""
@@ -135,6 +137,11 @@ class Segmenter:
         finally:
             if timer is not None:
                 timer.cancel()
+
+
+def _per_channel(value) -> tuple[float, ...]:
+    values = value if isinstance(value, (list, tuple)) else [value] * 3
+    return tuple(float(v) for v in values)
 
 
 def read_manifest(path: Path) -> dict:

@@ -114,6 +114,12 @@ def test_tensor_is_normalised_nchw():
     assert np.allclose(tensor[0, :, 0, 0], [0.5, -0.5, 128 / 255 - 0.5], atol=1e-6)
 
 
+def test_tensor_takes_a_mean_and_std_per_channel():
+    image = Image.new("RGB", (4, 4), (255, 255, 255))
+    tensor = imaging.to_tensor(image, (4, 4), mean=(0.5, 0.25, 0.0), std=(1.0, 0.5, 2.0))
+    assert np.allclose(tensor[0, :, 0, 0], [0.5, 1.5, 0.5])
+
+
 def test_mask_is_min_max_scaled_and_a_flat_output_is_not_nan():
     scores = np.array([[[[0.2, 0.4], [0.6, 0.2]]]], dtype=np.float32)
     mask = np.asarray(imaging.mask_from_output(scores, (2, 2)))
