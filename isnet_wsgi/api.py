@@ -107,13 +107,15 @@ class BackgroundAPI:
 
     def remove(self, request: Request) -> Response:
         upload = self._upload(request)
-        options = _checked(remove_options, upload.values, ceiling_px=self._ceiling_px)
+        options = _checked(remove_options, upload.values, ceiling_px=self._ceiling_px,
+                           refine_default=self.settings.refine_default)
         return self._answer("remove", upload, options, lambda: self.pipeline.remove(
             upload.file.data, options, timeout_s=self._inference_budget_s()))
 
     def change_color(self, request: Request) -> Response:
         upload = self._upload(request, background=True)
         options = _checked(color_options, upload.values, ceiling_px=self._ceiling_px,
+                           refine_default=self.settings.refine_default,
                            background_file=upload.background is not None)
         background = upload.background.data if upload.background else None
         return self._answer("change_color", upload, options, lambda: self.pipeline.change_color(

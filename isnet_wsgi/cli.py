@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     remove.add_argument("--margin", default="", help="pixels kept around the subject with --crop")
     remove.add_argument("--max-dimension", default="",
                         help="long side of the output, px (at most MAX_DIMENSION)")
+    remove.add_argument("--refine", default="", metavar="true|false",
+                        help="refine the mask's edges (default: the REFINE_DEFAULT setting)")
     return root
 
 
@@ -51,8 +53,8 @@ def main(argv: list[str] | None = None, *, stdout: TextIO = sys.stdout,
         settings = Settings.from_env()
         options = remove_options({
             "format": args.format, "mask": str(args.mask), "crop": str(args.crop),
-            "margin": args.margin, "max_dimension": args.max_dimension,
-        }, ceiling_px=settings.max_dimension_px)
+            "margin": args.margin, "max_dimension": args.max_dimension, "refine": args.refine,
+        }, ceiling_px=settings.max_dimension_px, refine_default=settings.refine_default)
     except (ConfigError, OptionError) as error:
         stderr.write(f"error: {error}\n")
         return 2

@@ -41,6 +41,9 @@ class Settings:
     allowed_extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     # Encoded results kept per worker for repeated requests; 0 turns it off.
     cache_mb: float = 8.0
+    # Whether remove/change_color refine the mask's edges when a request
+    # does not say (refine=true|false).
+    refine_default: bool = False
 
     # Model and inference
     model_path: Path = DEFAULT_MODEL_PATH
@@ -79,6 +82,7 @@ class Settings:
             max_image_pixels=reader.int("MAX_IMAGE_PIXELS", 25_000_000, low=1024, high=500_000_000),
             allowed_extensions=reader.words("ALLOWED_EXTENSIONS", DEFAULT_EXTENSIONS),
             cache_mb=reader.float("CACHE_MB", 8.0, low=0, high=4096),
+            refine_default=reader.bool("REFINE_DEFAULT", False),
             model_path=Path(env.get("MODEL_PATH") or DEFAULT_MODEL_PATH),
             intra_op_threads=reader.int("INTRA_OP_THREADS", _default_threads(), low=1, high=256),
             ort_cpu_arena=reader.bool("ORT_CPU_ARENA", False),

@@ -66,7 +66,15 @@ def remove_options(settings: Settings) -> list[dict]:
          "maximum": settings.max_dimension_px, "default": settings.max_dimension_px,
          "description": "Long side of the output, px. Above MAX_DIMENSION is refused (400), "
                         "not clamped; images are never scaled up."},
+        _refine_option(settings),
     ]
+
+
+def _refine_option(settings: Settings) -> dict:
+    return {"name": "refine", "type": "boolean", "default": settings.refine_default,
+            "description": "Refine the mask's edges with a guided filter on the image, so "
+                           "hair and soft outlines follow the photo (the default is the "
+                           "REFINE_DEFAULT setting)."}
 
 
 def color_options(settings: Settings) -> list[dict]:
@@ -81,7 +89,8 @@ def color_options(settings: Settings) -> list[dict]:
          "maximum": MAX_BLUR_RADIUS_PX,
          "description": "Keep the photo's own background, Gaussian-blurred with this radius "
                         "(px). One background only: color, blur or bg_file."},
-        remove_options(settings)[-1],
+        remove_options(settings)[-2],
+        _refine_option(settings),
     ]
 
 

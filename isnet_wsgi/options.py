@@ -44,6 +44,7 @@ class RemoveOptions:
     # None: the configured ceiling (the parsers always fill it in, so equal
     # requests give equal cache keys).
     max_dimension_px: int | None = None
+    refine: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,7 @@ class ColorOptions:
     rgb: tuple[int, int, int] = (255, 255, 255)
     blur_radius_px: float | None = None
     max_dimension_px: int | None = None
+    refine: bool = False
 
 
 def cache_key_part(options) -> str:
@@ -59,7 +61,8 @@ def cache_key_part(options) -> str:
     return repr(dataclasses.astuple(options))
 
 
-def remove_options(values: Mapping[str, str], *, ceiling_px: int) -> RemoveOptions:
+def remove_options(values: Mapping[str, str], *, ceiling_px: int,
+                   refine_default: bool = False) -> RemoveOptions:
     """Options for /remove from text values (missing or blank: the default)."""
     given = _Given(values)
     crop = given.boolean("crop", False)
@@ -73,10 +76,11 @@ def remove_options(values: Mapping[str, str], *, ceiling_px: int) -> RemoveOptio
         margin_px=margin_px,
         max_dimension_px=given.integer("max_dimension", ceiling_px, low=MIN_DIMENSION_PX,
                                        high=ceiling_px),
+        refine=given.boolean("refine", refine_default),
     )
 
 
-def color_options(values: Mapping[str, str], *, ceiling_px: int,
+def color_options(values: Mapping[str, str], *, ceiling_px: int, refine_default: bool = False,
                   background_file: bool = False) -> ColorOptions:
     """Options for /change_color from text values (missing or blank: the default).
 
@@ -99,6 +103,7 @@ def color_options(values: Mapping[str, str], *, ceiling_px: int,
         blur_radius_px=blur,
         max_dimension_px=given.integer("max_dimension", ceiling_px, low=MIN_DIMENSION_PX,
                                        high=ceiling_px),
+        refine=given.boolean("refine", refine_default),
     )
 
 

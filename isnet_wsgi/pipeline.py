@@ -17,6 +17,7 @@ from . import imaging
 from .config import Settings
 from .model import Segmenter
 from .options import ColorOptions, RemoveOptions
+from .refine import refine_alpha
 
 
 @dataclass(frozen=True)
@@ -55,20 +56,27 @@ class Pipeline:
                               max_pixels=self.settings.max_image_pixels,
                               max_dimension_px=max_dimension_px or self.settings.max_dimension_px)
 
-    def mask(self, image: Image.Image, *, timeout_s: float | None = None) -> Image.Image:
-        """The subject's alpha, an 'L' image of the image's size."""
+    def mask(self, image: Image.Image, *, refine: bool = False,
+             timeout_s: float | None = None) -> Image.Image:
+        """The subject's alpha, an 'L' image of the image's size.
+
+        ``refine`` makes the edges follow the image's own (refine.py); it runs
+        after inference, once the model's buffers are freed.
+        """
         mean, std = self.segmenter.normalisation
         tensor = imaging.to_tensor(image, self.segmenter.input_size_px, mean=mean, std=std)
         started = time.perf_counter()
         output = self.segmenter.run(tensor, timeout_s=timeout_s)
         self.observe_inference_s(time.perf_counter() - started)
         del tensor  # PERF: 12 MB at 1024 px, no longer needed while the mask is made
-        return imaging.mask_from_output(output, image.size)
+        mask = imaging.mask_from_output(output, image.size)
+        del output
+        return refine_alpha(image, mask) if refine else mask
 
     def remove(self, data: bytes, options: RemoveOptions, *,
                timeout_s: float | None = None) -> Output:
         image = self.decode(data, options.max_dimension_px)
-        mask = self.mask(image, timeout_s=timeout_s)
+        mask = self.mask(image, refine=options.refine, timeout_s=timeout_s)
         if options.crop:
             box = imaging.subject_box(mask, options.margin_px)
             if box is not None:  # no subject found: nothing to crop to
@@ -86,7 +94,7 @@ class Pipeline:
             # Decoded before inference so a bad file costs no model run; at
             # most MAX_DIMENSION px, then fitted to the (already scaled) photo.
             background = imaging.cover(self.decode(background_data), image.size)
-        mask = self.mask(image, timeout_s=timeout_s)
+        mask = self.mask(image, refine=options.refine, timeout_s=timeout_s)
         if background is None and options.blur_radius_px is not None:
             background = imaging.blurred(image, options.blur_radius_px)
         if background is None:

@@ -45,8 +45,8 @@ def test_openapi_lists_every_route(client, service):
     assert documented == set(service.router.routes())
 
 
-OPTIONS = {"/api/bg/remove": {"format", "mask", "crop", "margin", "max_dimension"},
-           "/api/bg/change_color": {"format", "color", "blur", "max_dimension"}}
+OPTIONS = {"/api/bg/remove": {"format", "mask", "crop", "margin", "max_dimension", "refine"},
+           "/api/bg/change_color": {"format", "color", "blur", "max_dimension", "refine"}}
 
 
 def test_openapi_and_the_page_document_every_option(client):

@@ -70,8 +70,23 @@ def test_remove_max_dimension_scales_the_output(client):
     assert image.size == (150, 100) and image.mode == "RGBA"
 
 
+def test_remove_refine_true_moves_only_the_unsure_edges(client):
+    data = photo_bytes("astronaut.png")
+    plain = np.asarray(open_image(remove(client, data, params={"refine": "false"}).body)
+                       .getchannel("A"), dtype=int)
+    refined_image = open_image(remove(client, data, params={"refine": "true"}).body)
+    refined = np.asarray(refined_image.getchannel("A"), dtype=int)
+    assert refined_image.size == (512, 512)
+    assert (refined != plain).any()
+    sure = (plain == 0) | (plain == 255)
+    assert (refined[sure] == plain[sure]).mean() > 0.9  # far from edges, nothing moves
+    face, sky = astronaut_face_and_sky(refined_image.getchannel("A"))
+    assert face > 240 and sky < 10
+
+
 @pytest.mark.parametrize("params, code", [
     ({"format": "gif"}, "invalid_format"),
+    ({"refine": "sometimes"}, "invalid_refine"),
     ({"format": "jpeg"}, "invalid_format"),  # no alpha: not a cut-out format
     ({"mask": "maybe"}, "invalid_mask"),
     ({"crop": "2"}, "invalid_crop"),
@@ -189,12 +204,21 @@ def test_change_color_blur_keeps_the_background_blurred(client):
     ({"blur": "nan"}, "invalid_blur"),
     ({"blur": "5", "color": "#fff"}, "conflicting_background"),
     ({"max_dimension": "99999"}, "invalid_max_dimension"),
+    ({"refine": "2"}, "invalid_refine"),
 ])
 def test_change_color_refuses_bad_options_with_a_code(client, fields, code):
     response = client.post("/api/bg/change_color", params=fields,
                            upload_files=[("file", "c.png", photo_bytes("camera.png"))],
                            status=400)
     assert response.json["error"] == code
+
+
+def test_change_color_with_refine(client):
+    small = encode_image(open_image(photo_bytes("astronaut.png")).resize((160, 160)), "PNG")
+    response = change_color(client, small, "#0000FF", params={"refine": "yes", "format": "png"})
+    image = np.asarray(open_image(response.body), dtype=int)
+    assert image.shape == (160, 160, 3)
+    assert np.abs(image[:8, :8].reshape(-1, 3).mean(axis=0) - (0, 0, 255)).max() < 12
 
 
 def test_change_color_refuses_a_background_file_with_a_colour(client):

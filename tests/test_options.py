@@ -2,6 +2,7 @@
 
 import pytest
 
+from isnet_wsgi.config import ConfigError, Settings
 from isnet_wsgi.options import (OptionError, cache_key_part, color_options,
                                 remove_options)
 
@@ -45,3 +46,16 @@ def test_the_ceiling_bounds_max_dimension_and_margin():
     with pytest.raises(OptionError) as raised:
         remove_options({"max_dimension": "\u00b2"}, ceiling_px=512)  # a digit, not ASCII
     assert raised.value.code == "invalid_max_dimension"
+
+
+def test_the_settings_of_these_options_are_read_and_validated():
+    settings = Settings.from_env({"CACHE_MB": "0.5", "REFINE_DEFAULT": "yes"})
+    assert settings.cache_bytes == 512 * 1024 and settings.refine_default is True
+    assert settings.public()["cache_mb"] == 0.5 and settings.public()["refine_default"] is True
+    defaults = Settings.from_env({})
+    assert defaults.cache_mb == 8 and defaults.refine_default is False
+    assert remove_options({}, ceiling_px=64, refine_default=True).refine is True
+    assert remove_options({"refine": "no"}, ceiling_px=64, refine_default=True).refine is False
+    for name, value in (("CACHE_MB", "-1"), ("CACHE_MB", "lots"), ("REFINE_DEFAULT", "2")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: value})
