@@ -6,6 +6,9 @@ with one request whose response serves several assertions.
 
 from __future__ import annotations
 
+import json
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -140,6 +143,30 @@ def test_raw_body_over_the_limit_is_413_before_decoding(client, settings):
     response = client.request("/api/bg/remove", method="POST", body=data,
                               content_type="image/png", status=413)
     assert response.json["error"] == "body_too_large"
+
+
+class EndlessBody:
+    """A wsgi.input that never ends, counting what the app reads from it."""
+
+    def __init__(self):
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = 65536 if size is None or size < 0 else size
+        self.bytes_read += size
+        return b"x" * size
+
+
+def test_raw_body_without_a_length_is_refused_while_it_streams(service, settings):
+    # No Content-Length (as with chunked encoding): only counting can stop it.
+    body = EndlessBody()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/bg/remove",
+               "CONTENT_TYPE": "image/png", "wsgi.input": body, "wsgi.errors": sys.stderr}
+    statuses = []
+    answer = b"".join(service(environ, lambda status, headers: statuses.append(status)))
+    assert len(statuses) == 1 and statuses[0].startswith("413 ")
+    assert json.loads(answer)["error"] == "body_too_large"
+    assert settings.max_upload_bytes < body.bytes_read <= settings.max_upload_bytes + 65536
 
 
 def test_raw_body_that_is_not_an_image_is_415(client):
