@@ -269,16 +269,14 @@ def child_worker_peak(model: str, manifest: str, image_path: str) -> dict:
     return {"inference_peak_mb": inference_peak, "after_refine_peak_mb": memory.peak_rss_mb()}
 
 
-def score_all(segmenter: Segmenter) -> tuple[dict, list[dict], list[float]]:
-    """Every setting on every composite: (scores by setting, rows by composite, inference s)."""
+def score_all(segmenter: Segmenter) -> tuple[dict, list[dict]]:
+    """Every setting on every composite: (scores by setting, rows by composite)."""
     totals = {label: [] for label, _ in SETTINGS}
-    per_case, inference_s = [], []
+    per_case = []
     for subject_name in SUBJECTS:
         for background_name in BACKGROUNDS:
             image, alpha = composite(subject_name, background_name)
-            started = time.perf_counter()
             mask = infer(segmenter, image)
-            inference_s.append(time.perf_counter() - started)
             row = {"case": f"{subject_name} on {background_name}"}
             for label, kwargs in SETTINGS:
                 refined = mask if kwargs is None else refine_alpha(image, mask, **kwargs)
@@ -287,19 +285,30 @@ def score_all(segmenter: Segmenter) -> tuple[dict, list[dict], list[float]]:
             per_case.append(row)
             print(f"{row['case']}: edge-band MAE {row[PER_CASE[0]]['edge_mae']:.4f} -> "
                   f"{row[PER_CASE[1]]['edge_mae']:.4f} (default)", file=sys.stderr)
-    return totals, per_case, inference_s
+    return totals, per_case
 
 
-def measure_cost(image: Image.Image, mask: Image.Image, scratch: Path) -> tuple[dict, dict]:
-    """Median time here, and extra memory in a fresh child, of every setting."""
+def measure_cost(segmenter: Segmenter, image: Image.Image, mask: Image.Image,
+                 scratch: Path) -> tuple[dict, float, dict]:
+    """Median time of every setting and of inference, timed in the same rounds;
+    extra memory of every setting in a fresh child."""
     image_path, mask_path = scratch / "image.png", scratch / "mask.png"
     image.save(image_path)
     mask.save(mask_path)
     runs = {label: [] for label, _ in SETTINGS[1:]}
-    # NOTE: round-robin, so a burst of load from a neighbour on the shared
-    # machine slows every setting alike instead of the one timed at that moment.
-    for _ in range(TIMING_RUNS):
-        for label, kwargs in SETTINGS[1:]:
+    inference_s = []
+    # NOTE: round-robin, inference included, so a burst of load from a
+    # neighbour on the shared machine slows everything in a round alike and
+    # the ratio to inference stays fair. The order rotates: whatever runs
+    # first after inference was seen to run slower (as in a worker, where
+    # refinement always follows inference), and no setting should always pay it.
+    settings = SETTINGS[1:]
+    for round_index in range(TIMING_RUNS):
+        started = time.perf_counter()
+        infer(segmenter, image)
+        inference_s.append(time.perf_counter() - started)
+        shift = round_index % len(settings)
+        for label, kwargs in settings[shift:] + settings[:shift]:
             started = time.perf_counter()
             refine_alpha(image, mask, **kwargs)
             runs[label].append(time.perf_counter() - started)
@@ -307,7 +316,7 @@ def measure_cost(image: Image.Image, mask: Image.Image, scratch: Path) -> tuple[
     memory_rows = {label: _child(["--child", "memory", str(index), str(image_path),
                                   str(mask_path)])
                    for index, (label, _) in enumerate(SETTINGS[1:], start=1)}
-    return timing, memory_rows
+    return timing, statistics.median(inference_s), memory_rows
 
 
 def main(argv=None) -> None:
@@ -330,17 +339,16 @@ def main(argv=None) -> None:
     segmenter = Segmenter.load(args.model, manifest, SessionOptions())
     segmenter.start()
 
-    totals, per_case, inference_s = score_all(segmenter)
+    totals, per_case = score_all(segmenter)
     image, _ = composite("astronaut", "brick")  # 1024x1024, the largest case
     mask = infer(segmenter, image)
-    del segmenter  # the worker-peak child loads its own session
     with tempfile.TemporaryDirectory() as scratch:
-        timing, memory_rows = measure_cost(image, mask, Path(scratch))
+        timing, inference_s, memory_rows = measure_cost(segmenter, image, mask, Path(scratch))
+        del segmenter  # the worker-peak child loads its own session
         worker = _child(["--child", "worker", str(args.model), str(manifest),
                          str(Path(scratch) / "image.png")])
 
-    text = report(args.model, totals, per_case, timing, memory_rows, worker,
-                  statistics.median(inference_s))
+    text = report(args.model, totals, per_case, timing, memory_rows, worker, inference_s)
     print(text)
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -357,9 +365,10 @@ def report(model: Path, totals, per_case, timing, memory_rows, worker, inference
         f"{platform.machine()}, {os.cpu_count()} cores (shared, timings are medians).",
         "Made by `python -m bench.edge_refinement` (how the composites are made: its docstring).",
         "",
-        f"Median inference on these composites: {inference_s:.2f} s. Time: median of "
-        f"{TIMING_RUNS} runs on a 1024x1024 composite. Extra RSS: VmHWM growth during one "
-        "refinement in a fresh process; NumPy: tracemalloc peak of the same call.",
+        f"Time: median of {TIMING_RUNS} runs on a 1024x1024 composite, timed round-robin "
+        f"with inference on the same image (median {inference_s:.2f} s) so that load from "
+        "neighbours hits both alike. Extra RSS: VmHWM growth during one refinement in a "
+        "fresh process; NumPy: tracemalloc peak of the same call.",
         "Setting names: guide (colour or grey), window radius at 1024 px, epsilon, band "
         "(refine only where the model's mask is unsure, 8..247, and next to it) or full, "
         "sN (fit on an N-times coarser grid; s1 is the exact guided filter).",
