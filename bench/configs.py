@@ -1,0 +1,231 @@
+"""The candidate configurations of the memory/latency frontier.
+
+A configuration has two halves: what the process must be *started* with
+(environment: glibc malloc variables, GLIBC_TUNABLES, LD_PRELOAD of another
+allocator) and what the onnxruntime session is *created* with. The first half
+is why every point runs in a fresh process (bench/one_config.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+# Debian's packages (`apt-get install -y libjemalloc2 libmimalloc2.0`).
+ALLOCATOR_LIBRARIES = {
+    "jemalloc": ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+                 "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"),
+    "mimalloc": ("/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",
+                 "/usr/lib/aarch64-linux-gnu/libmimalloc.so.2"),
+}
+
+# What `make run` exports today (Makefile): glibc serves every block above
+# 64 KiB from mmap and gives it back on free.
+SERVICE_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
+# glibc >= 2.35: back mmap'd blocks with transparent huge pages (madvise), so a
+# fresh 64 MB activation costs 32 page faults instead of 16384.
+HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+LEAN_HUGETLB_ENV = {**SERVICE_MALLOC_ENV, **HUGETLB_ENV}
+JEMALLOC_NO_DECAY = {"MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}
+JEMALLOC_BACKGROUND = {"MALLOC_CONF": "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"}
+# PERF: jemalloc sends blocks above 8 MiB (oversize_threshold) to an arena that
+# returns them to the kernel at once, so every large activation page-faults
+# again on the next run. Threshold 0 keeps them in the normal arenas, where
+# freed pages are reused until the decay timer (here 60 s without use, by a
+# background thread) gives them back.
+JEMALLOC_KEEP = {"MALLOC_CONF": "oversize_threshold:0,background_thread:true,"
+                                "dirty_decay_ms:60000,muzzy_decay_ms:0"}
+JEMALLOC_KEEP_ONE_ARENA = {"MALLOC_CONF": JEMALLOC_KEEP["MALLOC_CONF"] + ",narenas:1"}
+# Never give freed pages back: the resident set stays at the peak.
+JEMALLOC_RETAIN = {"MALLOC_CONF": "oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1"}
+# glibc without mmap: every block from the heap, never trimmed, reused as is.
+GLIBC_HEAP_ONLY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+                   "MALLOC_ARENA_MAX": "1"}
+# mimalloc 2.0 (Debian 12): blocks above 16 MiB get their own OS mapping,
+# freed at once, unless they come from a reserved arena that is never decommitted.
+MIMALLOC_KEEP = {"MIMALLOC_RESERVE_OS_MEMORY": "1GiB", "MIMALLOC_ALLOW_DECOMMIT": "0"}
+ARENA_SAME_AS_REQUESTED = {"arena_extend_strategy": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str
+    summary: str
+    # Session options. ort_defaults=True ignores every other session field and
+    # uses a bare ort.SessionOptions(), as rembg does.
+    ort_defaults: bool = False
+    cpu_arena: bool = False
+    memory_pattern: bool = False
+    # OrtArenaCfg keys (max_mem, arena_extend_strategy, ...); implies cpu_arena.
+    arena_cfg: dict | None = None
+    intra_op_threads: int = 0          # 0: every CPU this process may use
+    allow_spinning: bool = True
+    prepacking: bool = True
+    iobinding: bool = False
+    graph_optimization: str = "all"    # all | extended | basic | none
+    # Process start-up.
+    env: dict = dataclasses.field(default_factory=dict)
+    allocator: str | None = None       # jemalloc | mimalloc, via LD_PRELOAD
+
+    def process_env(self, base: dict[str, str]) -> dict[str, str] | None:
+        """The environment to start this point with; None if its allocator is missing."""
+        env = {k: v for k, v in base.items()
+               if not k.startswith(("MALLOC_", "MIMALLOC_")) and k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
+        env.update(self.env)
+        if self.allocator:
+            library = allocator_path(self.allocator)
+            if library is None:
+                return None
+            env["LD_PRELOAD"] = str(library)
+        return env
+
+    def settings_text(self) -> str:
+        """The configuration as environment/settings, for tables and the README."""
+        if self.ort_defaults:
+            parts = ["ort.SessionOptions() defaults"]
+        else:
+            parts = [f"arena={'on' if self.cpu_arena or self.arena_cfg else 'off'}",
+                     f"pattern={'on' if self.memory_pattern else 'off'}"]
+            parts += [f"{key}={value}" for key, value in (self.arena_cfg or {}).items()]
+            parts += [f"threads={self.intra_op_threads or 'all'}"]
+            parts += ["spin=off"] * (not self.allow_spinning)
+            parts += ["prepack=off"] * (not self.prepacking)
+            parts += ["iobinding"] * self.iobinding
+            parts += [f"opt={self.graph_optimization}"] * (self.graph_optimization != "all")
+        parts += [f"{key}={value}" for key, value in self.env.items()]
+        parts += [f"LD_PRELOAD={self.allocator}"] * bool(self.allocator)
+        return " ".join(parts)
+
+
+    def service_env(self) -> dict[str, str]:
+        """The service's settings (and process environment) for this point.
+
+        Raises ValueError for a point the service has no setting for yet.
+        """
+        unsupported = [field for field, value in (
+            ("ORT defaults", self.ort_defaults), ("OrtArenaCfg", self.arena_cfg),
+            ("prepacking off", not self.prepacking),
+            ("IOBinding", self.iobinding), ("graph level", self.graph_optimization != "all"))
+            if value]
+        if unsupported:
+            raise ValueError(f"{self.name}: the service has no setting for {', '.join(unsupported)}")
+        mmap_bytes = int(self.env.get("MALLOC_MMAP_THRESHOLD_", "0"))
+        env = {"ORT_CPU_ARENA": str(int(self.cpu_arena)),
+               "ORT_MEMORY_PATTERN": str(int(self.memory_pattern)),
+               # The worker's own mallopt() must agree with the environment.
+               "MALLOC_MMAP_THRESHOLD_KB": str(mmap_bytes // 1024)}
+        if self.intra_op_threads:
+            env["INTRA_OP_THREADS"] = str(self.intra_op_threads)
+        if not self.allow_spinning:
+            # Proposed setting (see README); servers.OurService checks that the
+            # running service shows it, so a service without it fails loudly.
+            env["ORT_ALLOW_SPINNING"] = "0"
+        return env
+
+
+def from_settings(settings, environ: dict[str, str]) -> Config:
+    """The point the service runs at with these isnet_wsgi.config.Settings,
+    started with this environment (`make run`'s exports included)."""
+    env = {key: value for key, value in environ.items()
+           if key.startswith(("MALLOC_", "MIMALLOC_")) or key in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    if settings.malloc_mmap_threshold_kb > 0:  # the worker's mallopt() wins over the env
+        env["MALLOC_MMAP_THRESHOLD_"] = str(settings.malloc_mmap_threshold_kb * 1024)
+    return Config("service-settings", "the service's current settings",
+                  cpu_arena=settings.ort_cpu_arena, memory_pattern=settings.ort_memory_pattern,
+                  intra_op_threads=settings.intra_op_threads, env=env,
+                  allow_spinning=getattr(settings, "ort_allow_spinning", True))
+
+
+def allocator_path(name: str) -> Path | None:
+    for candidate in ALLOCATOR_LIBRARIES[name]:
+        if os.path.exists(candidate):
+            return Path(candidate)
+    return None
+
+
+def _lean(name: str, summary: str, **changes) -> Config:
+    """A point that starts from the service's session options (arena and pattern off)."""
+    return Config(name, summary, **changes)
+
+
+CANDIDATES: tuple[Config, ...] = (
+    Config("ort-defaults", "rembg's session: ORT defaults (arena + pattern on)", ort_defaults=True),
+    _lean("lean-glibc", "arena and pattern off, glibc defaults"),
+    _lean("service-now", "today's service: lean + mmap threshold 64 KiB (Makefile)",
+          env=SERVICE_MALLOC_ENV),
+    _lean("mmap-256k", "lean + mmap threshold 256 KiB",
+          env={"MALLOC_MMAP_THRESHOLD_": "262144", "MALLOC_TRIM_THRESHOLD_": "131072"}),
+    _lean("mmap-4m", "lean + mmap threshold 4 MiB",
+          env={"MALLOC_MMAP_THRESHOLD_": "4194304", "MALLOC_TRIM_THRESHOLD_": "131072"}),
+    _lean("mmap-8m-keep", "lean, blocks < 8 MiB from a never-trimmed heap, larger from mmap",
+          env={"MALLOC_MMAP_THRESHOLD_": str(8 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+               "MALLOC_ARENA_MAX": "1"}),
+    _lean("mmap-32m-keep", "as mmap-8m-keep with the largest threshold glibc allows, 32 MiB",
+          env={"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+               "MALLOC_ARENA_MAX": "1"}),
+    _lean("mmap-64k-hugetlb", "service-now + THP for mmap'd blocks",
+          env=LEAN_HUGETLB_ENV),
+    _lean("mmap-64k-arenamax2", "service-now + MALLOC_ARENA_MAX=2",
+          env={**SERVICE_MALLOC_ENV, "MALLOC_ARENA_MAX": "2"}),
+    _lean("heap-toppad", "lean, one malloc arena, 64 MiB top pad, 32 MiB mmap threshold",
+          env={"MALLOC_ARENA_MAX": "1", "MALLOC_TOP_PAD_": str(64 << 20),
+               "MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}),
+    _lean("pattern-only", "memory pattern on, arena off, mmap 64 KiB", memory_pattern=True,
+          env=SERVICE_MALLOC_ENV),
+    _lean("arena-same-size", "ORT arena, kSameAsRequested, pattern off",
+          arena_cfg=ARENA_SAME_AS_REQUESTED),
+    _lean("arena-pattern-same-size", "ORT arena (kSameAsRequested) + memory pattern: the "
+          "planned block is made once and reused, no page faults", memory_pattern=True,
+          arena_cfg=ARENA_SAME_AS_REQUESTED),
+    _lean("arena-pattern-same-size-hugetlb", "arena-pattern-same-size + THP", memory_pattern=True,
+          arena_cfg=ARENA_SAME_AS_REQUESTED, env=HUGETLB_ENV),
+    _lean("arena-same-cap384", "ORT arena, kSameAsRequested, max_mem 384 MiB",
+          arena_cfg={**ARENA_SAME_AS_REQUESTED, "max_mem": 384 << 20}),
+    _lean("jemalloc", "lean + jemalloc (default decay 10 s)", allocator="jemalloc"),
+    _lean("jemalloc-nodecay", "lean + jemalloc, dirty/muzzy decay 0", allocator="jemalloc",
+          env=JEMALLOC_NO_DECAY),
+    _lean("jemalloc-bg", "lean + jemalloc, background purge thread, 1 s decay",
+          allocator="jemalloc", env=JEMALLOC_BACKGROUND),
+    _lean("mimalloc", "lean + mimalloc (default purge delay)", allocator="mimalloc"),
+    _lean("mimalloc-keep", "lean + mimalloc, reserved arena, never decommitted",
+          allocator="mimalloc", env=MIMALLOC_KEEP),
+    _lean("jemalloc-keep", "lean + jemalloc, big blocks reused, purged after 60 s idle",
+          allocator="jemalloc", env=JEMALLOC_KEEP),
+    _lean("jemalloc-keep-1arena", "jemalloc-keep with a single arena",
+          allocator="jemalloc", env=JEMALLOC_KEEP_ONE_ARENA),
+    _lean("glibc-heap-only", "lean, glibc without mmap, heap never trimmed, one arena",
+          env=GLIBC_HEAP_ONLY),
+    _lean("jemalloc-retain", "lean + jemalloc, freed pages never given back",
+          allocator="jemalloc", env=JEMALLOC_RETAIN),
+    _lean("heap-only-pattern", "glibc-heap-only + ORT memory pattern (one planned block)",
+          memory_pattern=True, env=GLIBC_HEAP_ONLY),
+    _lean("no-spin", "service-now, intra-op threads do not spin", allow_spinning=False,
+          env=SERVICE_MALLOC_ENV),
+    _lean("arena-pattern-no-spin", "arena-pattern-same-size, threads do not spin",
+          memory_pattern=True, arena_cfg=ARENA_SAME_AS_REQUESTED, allow_spinning=False),
+    # Session knobs, each on top of the best lean point (mmap-64k-hugetlb).
+    _lean("hugetlb-threads-1", "mmap-64k-hugetlb with 1 intra-op thread", intra_op_threads=1,
+          env=LEAN_HUGETLB_ENV),
+    _lean("hugetlb-no-spin", "mmap-64k-hugetlb, intra-op threads do not spin",
+          allow_spinning=False, env=LEAN_HUGETLB_ENV),
+    _lean("hugetlb-no-prepack", "mmap-64k-hugetlb + session.disable_prepacking",
+          prepacking=False, env=LEAN_HUGETLB_ENV),
+    _lean("hugetlb-iobinding", "mmap-64k-hugetlb + IOBinding, preallocated input/output",
+          iobinding=True, env=LEAN_HUGETLB_ENV),
+    _lean("hugetlb-opt-basic", "mmap-64k-hugetlb, graph optimisation level basic",
+          graph_optimization="basic", env=LEAN_HUGETLB_ENV),
+    _lean("hugetlb-pattern", "mmap-64k-hugetlb + memory pattern (one planned block per run)",
+          memory_pattern=True, env=LEAN_HUGETLB_ENV),
+    _lean("hugetlb-pattern-no-spin", "hugetlb-pattern, threads do not spin",
+          memory_pattern=True, allow_spinning=False, env=LEAN_HUGETLB_ENV),
+    _lean("pattern-no-spin", "pattern-only, threads do not spin (no THP)",
+          memory_pattern=True, allow_spinning=False, env=SERVICE_MALLOC_ENV),
+    _lean("jemalloc-retain-no-spin", "jemalloc-retain, threads do not spin",
+          allocator="jemalloc", allow_spinning=False, env=JEMALLOC_RETAIN),
+)
+
+# A short list for `--quick`: the reference, today's service and the likely winners.
+QUICK = ("ort-defaults", "service-now", "mmap-64k-hugetlb", "glibc-heap-only", "jemalloc-retain")
+
+BY_NAME = {config.name: config for config in CANDIDATES}

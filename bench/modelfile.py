@@ -1,0 +1,66 @@
+"""Which ONNX file the bench measures, and a manifest the service will accept for it.
+
+By default the service's own model (models/isnet-general-tiny.onnx, built by
+`make model`) with its committed manifest. `--model other.onnx` benchmarks
+another file: the service refuses a model without a matching manifest, so the
+bench links the file into a scratch folder next to a manifest it writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from isnet_wsgi.config import DEFAULT_MODEL_PATH
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as model:
+        for block in iter(lambda: model.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def normalisation(model_path: Path):
+    """(mean, std) from the model's manifest, each one number or one per RGB
+    channel, as isnet_wsgi.imaging.to_tensor takes them; ISNet's without one."""
+    try:
+        manifest = json.loads(model_path.with_suffix(".json").read_text())
+        norm = manifest.get("input", {}).get("normalisation", {})
+        return _channels(norm.get("mean", 0.5)), _channels(norm.get("std", 1.0))
+    except (OSError, ValueError, AttributeError):
+        return 0.5, 1.0
+
+
+def _channels(value):
+    return tuple(float(v) for v in value) if isinstance(value, list) else float(value)
+
+
+def servable(model_path: Path, scratch: Path) -> Path:
+    """A MODEL_PATH for the service: the file itself when its manifest matches,
+    else a link to it in `scratch` with a manifest written for it."""
+    model_path = model_path.resolve()
+    digest = sha256(model_path)
+    try:
+        manifest = json.loads(model_path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    manifest = manifest if isinstance(manifest, dict) else {}
+    if manifest.get("sha256") == digest:
+        return model_path
+    mean, std = normalisation(model_path)
+    linked = scratch / "model" / model_path.name
+    linked.parent.mkdir(parents=True, exist_ok=True)
+    if not linked.exists():
+        linked.symlink_to(model_path)
+    linked.with_suffix(".json").write_text(json.dumps({
+        **manifest, "name": manifest.get("model", model_path.stem), "sha256": digest,
+        "input": {**manifest.get("input", {}), "normalisation": {"mean": mean, "std": std}},
+        "note": "written by bench/modelfile.py for a benchmark run"}))
+    return linked
+
+
+def default_model() -> Path:
+    return DEFAULT_MODEL_PATH

@@ -1,0 +1,222 @@
+"""Our gunicorn service and rembg's server, started on loopback, spoken to over HTTP.
+
+Both are child processes of the bench with a bounded start-up, every request
+has a timeout, and both are stopped (SIGTERM, then SIGKILL) on the way out.
+Nothing listens on or talks to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+from bench import procfs
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
+REMBG_VENV = ROOT / "bench" / ".venv-rembg"
+# What `make run` exports (Makefile) besides PORT. Under `make bench` the same
+# exports are already in os.environ and win; run directly, these stand in.
+MAKE_RUN_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
+                "ORT_DISABLE_TELEMETRY": "1"}
+START_TIMEOUT_S = 120
+REQUEST_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+             .encode() for name, value in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                 f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                 .encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"
+
+
+class Server:
+    """A server process on loopback: start, wait until healthy, post photos, stop."""
+
+    name = "server"
+    health_path = "/"
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path, port: int):
+        self.command, self.env, self.log_path, self.port = command, env, log_path, port
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    def start(self) -> float:
+        """Start the process; return seconds until its first healthy answer."""
+        self.launch()
+        return self.wait_healthy()
+
+    def launch(self) -> None:
+        self.started_at = time.perf_counter()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_healthy(self) -> float:
+        """Seconds from launch to the first healthy answer."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.process.returncode}; "
+                                   f"see {self.log_path}")
+            if self._healthy():
+                return time.perf_counter() - self.started_at
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not healthy within {START_TIMEOUT_S} s; see {self.log_path}")
+
+    def _healthy(self) -> bool:
+        try:
+            status, _ = self.request("GET", self.health_path, timeout_s=5)
+            return status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None, timeout_s: float = REQUEST_TIMEOUT_S):
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def remove_background(self, filename: str, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # The whole session: gunicorn's worker, any helper a server forked.
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class OurService(Server):
+    """`make run`'s command and environment, bound to loopback instead of 0.0.0.0."""
+
+    name = "isnet-wsgi"
+    health_path = "/api/bg/health"
+
+    @classmethod
+    def create(cls, model_path: Path, log_dir: Path, config=None):
+        """As `make run` starts it, or at a frontier point (bench/configs.py Config)."""
+        port = free_port()
+        if config is None:
+            env = {**MAKE_RUN_ENV, **os.environ}
+        else:
+            env = config.process_env(dict(os.environ))
+            if env is None:
+                raise RuntimeError(f"{config.allocator} is not installed (see bench/README.md)")
+            env.update(config.service_env())
+        env.update({"PORT": str(port), "MODEL_PATH": str(model_path), "PYTHONUNBUFFERED": "1",
+                    "ORT_DISABLE_TELEMETRY": "1"})
+        env.pop("API_KEY", None)
+        # NOTE: a command-line --bind overrides gunicorn.conf.py's 0.0.0.0.
+        command = [str(GUNICORN), "-c", "gunicorn.conf.py", "--bind", f"{HOST}:{port}"]
+        return cls(command, env, log_dir / f"isnet-wsgi-{port}.log", port)
+
+    def wait_healthy(self) -> float:
+        seconds = super().wait_healthy()
+        self._check_settings()
+        return seconds
+
+    def _check_settings(self) -> None:
+        """Every setting the bench passed must show in /api/bg/status: a service
+        that ignores one would be measured at the wrong point."""
+        shown = self.status().get("settings", {})
+        if self.env.get("ORT_ALLOW_SPINNING") == "0" and shown.get("ort_allow_spinning") is not False:
+            self.stop()
+            raise RuntimeError("the service has no ORT_ALLOW_SPINNING setting yet "
+                               "(bench/README.md, 'Recommended default')")
+
+    def remove_background(self, filename: str, data: bytes) -> bytes:
+        body, content_type = multipart({}, filename, data)
+        status, answer = self.request("POST", "/api/bg/remove", body,
+                                      {"Content-Type": content_type})
+        if status != 200:
+            raise RuntimeError(f"{self.name} answered {status}: {answer[:200]!r}")
+        return answer
+
+    def worker_pids(self) -> list[int]:
+        return procfs.children(self.pid)
+
+    def status(self) -> dict:
+        return json.loads(self.request("GET", "/api/bg/status", timeout_s=10)[1])
+
+
+class Rembg(Server):
+    """`rembg s --no-ui` from its own venv, offline, on the same ONNX file."""
+
+    name = "rembg"
+    health_path = "/api"  # FastAPI's docs page: answers once uvicorn is up
+
+    @classmethod
+    def create(cls, model_path: Path, log_dir: Path):
+        port = free_port()
+        env = {**os.environ, "U2NET_HOME": str(model_path.parent), "ORT_DISABLE_TELEMETRY": "1",
+               "PYTHONUNBUFFERED": "1",
+               # rembg opens a browser on start-up; make that a no-op command.
+               "BROWSER": "true"}
+        for name in list(env):
+            if name.startswith("MALLOC_") or name == "LD_PRELOAD":
+                env.pop(name)
+        command = [str(REMBG_VENV / "bin" / "rembg"), "s", "--no-ui", "--host", HOST,
+                   "--port", str(port), "--log_level", "warning"]
+        server = cls(command, env, log_dir / f"rembg-{port}.log", port)
+        server.model_path = model_path
+        return server
+
+    def remove_background(self, filename: str, data: bytes) -> bytes:
+        body, content_type = multipart({"model": "dis_custom"}, filename, data)
+        extras = urllib.parse.quote(json.dumps({"model_path": str(self.model_path)}))
+        status, answer = self.request("POST", f"/api/remove?extras={extras}", body,
+                                      {"Content-Type": content_type})
+        if status != 200:
+            raise RuntimeError(f"{self.name} answered {status}: {answer[:200]!r}")
+        return answer
+
+
+def rembg_installed() -> bool:
+    return (REMBG_VENV / "bin" / "rembg").exists()
+
+
+def install_rembg(timeout_s: int = 1200) -> None:
+    """rembg in its own venv (git-ignored), with pip as the machine configures it."""
+    print(f"installing rembg[cpu,cli] into {REMBG_VENV} (once) ...")
+    subprocess.run(["python3", "-m", "venv", str(REMBG_VENV)], check=True, timeout=120)
+    subprocess.run([str(REMBG_VENV / "bin" / "pip"), "install", "--quiet", "rembg[cpu,cli]"],
+                   check=True, timeout=timeout_s)

@@ -1,0 +1,93 @@
+"""Our service and rembg's server, both running, same photos, requests alternated.
+
+Each server is started alone (so start-up times do not compete), then both
+stay up while one client alternates A/B/B/A over the photos: a burst of load
+from another job on the shared machine hits both. Latencies exclude each
+server's first request (rembg loads its model lazily on it; that cost is in
+"first cut-out"). Peak RSS is the sampled peak of each process tree.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from bench import installsize, photos, procfs
+from bench.servers import REMBG_VENV, OurService, Rembg
+from bench.stats import percentile
+
+SETTLE_S = 2.0  # let a server finish start-up work before reading its idle RSS
+
+
+def _start(server, log) -> dict:
+    healthy_s = server.wait_healthy()
+    time.sleep(SETTLE_S)
+    log(f"  {server.name}: healthy after {healthy_s:.1f} s, idle RSS "
+        f"{procfs.tree_rss_mb(server.pid):.0f} MB")
+    return {"healthy_s": healthy_s, "idle_mb": procfs.tree_rss_mb(server.pid)}
+
+
+def _first_cutout(server, upload, facts: dict) -> bytes:
+    started = time.perf_counter()
+    answer = server.remove_background(*upload)
+    facts["first_request_s"] = time.perf_counter() - started
+    facts["first_cutout_s"] = facts["healthy_s"] + facts["first_request_s"]
+    return answer
+
+
+def _alternate(servers, uploads, rounds: int, log) -> tuple[dict, dict]:
+    seconds = {server.name: [] for server in servers}
+    cutouts: dict[str, dict[str, bytes]] = {server.name: {} for server in servers}
+    flip = False
+    for round_index in range(rounds):
+        for filename, data in uploads:
+            for server in (servers[::-1] if flip else servers):
+                fresh = photos.unique(data)
+                started = time.perf_counter()
+                cutouts[server.name][filename] = server.remove_background(filename, fresh)
+                seconds[server.name].append(time.perf_counter() - started)
+            flip = not flip
+        log(f"  round {round_index + 1}: " + ", ".join(
+            f"{name} median {statistics.median(values):.2f} s" for name, values in seconds.items()))
+    return seconds, cutouts
+
+
+def run(model_path: Path, service_model_path: Path, scratch: Path, *, rounds: int,
+        service_config=None, log=print) -> dict:
+    uploads = photos.uploads()
+    ours = OurService.create(service_model_path, scratch, service_config)
+    theirs = Rembg.create(model_path.resolve(), scratch)
+    facts = {ours.name: {}, theirs.name: {}}
+    with ours, theirs:
+        ours.launch()
+        with procfs.TreeSampler(ours.pid) as ours_peak:
+            facts[ours.name] = _start(ours, log)
+            first_workers = ours.worker_pids()
+            _first_cutout(ours, uploads[0], facts[ours.name])
+            theirs.launch()
+            with procfs.TreeSampler(theirs.pid) as theirs_peak:
+                facts[theirs.name] = _start(theirs, log)
+                _first_cutout(theirs, uploads[0], facts[theirs.name])
+                started = time.perf_counter()
+                seconds, cutouts = _alternate([ours, theirs], uploads, rounds, log)
+                wall_s = time.perf_counter() - started
+        workers = ours.worker_pids()
+        for server, sampler in ((ours, ours_peak), (theirs, theirs_peak)):
+            values = seconds[server.name]
+            facts[server.name].update({
+                "median_s": statistics.median(values), "p95_s": percentile(values, 95),
+                "requests_per_s": len(values) / sum(values), "requests": len(values),
+                "tree_peak_mb": sampler.peak_mb, "tree_peak_pss_mb": sampler.peak_pss_mb,
+                "after_mb": procfs.tree_rss_mb(server.pid)})
+        facts[ours.name]["worker_hwm_mb"] = max(procfs.status_mb(p, "VmHWM") for p in workers)
+        # The memory guard (MEMORY_LIMIT_MB) replaces a worker that grew too big;
+        # a replaced worker's VmHWM no longer covers the whole run.
+        facts[ours.name]["worker_recycled"] = workers != first_workers
+        facts[theirs.name]["worker_hwm_mb"] = procfs.status_mb(theirs.pid, "VmHWM")
+    facts[ours.name]["install_mb"] = installsize.ours_mb()
+    facts[theirs.name]["install_mb"] = installsize.rembg_mb(REMBG_VENV)
+    ious = {name: photos.alpha_iou(cutouts[ours.name][name], cutouts[theirs.name][name])
+            for name, _ in uploads}
+    return {"servers": facts, "iou": ious, "wall_s": wall_s, "ours": ours.name,
+            "theirs": theirs.name}
