@@ -167,6 +167,33 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def freeze_resize_sizes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace each Resize's computed `sizes` input with a constant.
+
+    The export computes every upsample's target size at run time
+    (Shape -> Slice -> Concat of the skip tensor's shape). The shapes are all
+    static at 1024 px, and onnxruntime only runs a quantised Resize in uint8
+    (dropping its DequantizeLinear/QuantizeLinear pair) when the sizes are a
+    constant; otherwise each upsample makes a float copy, 64 MB at 512x512.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {
+        value.name: [dim.dim_value for dim in value.type.tensor_type.shape.dim]
+        for value in (*inferred.graph.value_info, *inferred.graph.output)
+    }
+    constants = {t.name for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Resize" or len(node.input) < 4 or node.input[3] in constants:
+            continue
+        shape = shapes.get(node.output[0])
+        if not shape or not all(shape):
+            continue  # a dynamic shape: leave the computation in place
+        name = f"{node.name}/sizes"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), name))
+        node.input[3] = name
+    return keep_outputs(model, [value.name for value in model.graph.output])
+
+
 def rename_io(model: onnx.ModelProto, input_name: str, output_name: str) -> onnx.ModelProto:
     """Give the (single) graph input and output fixed names.
 
@@ -189,7 +216,7 @@ def rename_io(model: onnx.ModelProto, input_name: str, output_name: str) -> onnx
 
 def prepare_fp32(source: onnx.ModelProto, input_name: str = "input", output_name: str = "output") -> onnx.ModelProto:
     """The fp32 reference graph: first output only, widened, Casts removed,
-    I/O renamed. Works for fp16 and fp32 sources alike."""
+    upsample sizes constant, I/O renamed. Works for fp16 and fp32 sources."""
     initializers = {t.name for t in source.graph.initializer}
     inputs = [v for v in source.graph.input if v.name not in initializers]
     if len(inputs) != 1:
@@ -198,6 +225,7 @@ def prepare_fp32(source: onnx.ModelProto, input_name: str = "input", output_name
     del model.graph.input[:]
     model.graph.input.extend(inputs)
     model = fp16_to_fp32(model)
+    model = freeze_resize_sizes(model)
     model = rename_io(model, input_name, output_name)
     model.producer_name = "isnet-wsgi models.build"
     model.producer_version = ""

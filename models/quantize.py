@@ -14,6 +14,11 @@ copies of each output. Quantising every stage statically removes that and
 was also the most faithful (models/README.md has the table), so that is the
 default: static everywhere except `/side1`, the 1-channel head that makes the
 mask, which stays fp32 because it decides the edges.
+
+Two rewrites of the quantised graph then remove the last float copies at
+512x512: bilinear Resizes run on uint8 (resize_in_uint8), and the fp32 head
+reads its input in four channel groups (split_head). See models/README.md for
+what each step measured.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
@@ -60,6 +66,8 @@ class Recipe:
     range_aggregate: str = "max"
     per_channel: bool = True
     dynamic: bool = True
+    uint8_resize: bool = True
+    head_parts: int = 4
     extra_options: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
@@ -74,8 +82,10 @@ class Recipe:
                 f"{ranges.REGION_THRESHOLD}, dilated by {ranges.REGION_MARGIN:.4f} of the side), "
                 f"{self.range_aggregate} over samples",
             },
-            "dynamic_uint8_weights": "every other Conv" if self.dynamic else "none",
+            "dynamic_uint8_weights": "Convs outside the static part" if self.dynamic else "none",
             "kept_fp32": list(self.fp32_prefixes) + list(self.fp32_nodes),
+            "bilinear_resize_on_uint8": self.uint8_resize,
+            "fp32_head_channel_groups": self.head_parts,
         }
 
 
@@ -168,8 +178,8 @@ def quantize(
             )
         else:
             shutil.copyfile(static, out_path)
-    _normalise_metadata(out_path)
-    return {"static_nodes": len(nodes), "dynamic_nodes": len(dynamic),
+    resized = _postprocess(out_path, recipe)
+    return {"static_nodes": len(nodes), "dynamic_nodes": len(dynamic), "uint8_resizes": resized,
             "calibrated_tensors": len(tensors), "calibration_samples": int(table.shape[0])}
 
 
@@ -183,10 +193,103 @@ def _select(per_sample: tuple[list[str], np.ndarray], tensors: list[str]) -> np.
     return table[:, [index[name] for name in tensors], :]
 
 
-def _normalise_metadata(path: Path) -> None:
-    """Fix the fields that would otherwise name the tool versions that ran."""
+def resize_in_uint8(model: onnx.ModelProto) -> int:
+    """Turn DequantizeLinear -> Resize -> QuantizeLinear (same scale and zero
+    point) into a Resize on the uint8 tensor; returns how many were changed.
+
+    onnxruntime drops such a pair itself only for nearest-neighbour Resize;
+    ISNet's bilinear upsamples stay in fp32 between the two, and the one to
+    512x512 (`/Resize_4`, 64 channels) is then a 64 MB float tensor where the
+    peak sits. A bilinear Resize on uint8 rounds to the nearest step, which is
+    the same value QuantizeLinear would produce up to one step.
+    """
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    removed, changed = set(), 0
+    for node in graph.node:
+        if node.op_type != "Resize":
+            continue
+        dq, qs = producers.get(node.input[0]), consumers.get(node.output[0], [])
+        if dq is None or dq.op_type != "DequantizeLinear" or len(qs) != 1 or qs[0].op_type != "QuantizeLinear":
+            continue
+        if list(dq.input[1:]) != list(qs[0].input[1:]) or len(consumers[dq.output[0]]) != 1:
+            continue
+        node.input[0], node.output[0] = dq.input[0], qs[0].output[0]
+        removed.update((id(dq), id(qs[0])))
+        changed += 1
+    kept = [node for node in graph.node if id(node) not in removed]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return changed
+
+
+def split_head(model: onnx.ModelProto, conv_name: str, parts: int) -> bool:
+    """Run an fp32 Conv that reads a dequantised tensor in channel groups.
+
+    `/side1` stays fp32, so its 64-channel 512x512 input is dequantised to a
+    64 MB float tensor, and onnxruntime copies it once more into its blocked
+    (NCHWc) layout: 128 MB at once, the peak of the whole run. Split along
+    channels while still uint8, each group is dequantised and convolved on
+    its own (16 MB + 16 MB for 4 groups) and the partial sums are added, with
+    the bias once. Returns False (and changes nothing) if the pattern is absent.
+    """
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    weights = {t.name: t for t in graph.initializer}
+    conv = next((n for n in graph.node if n.name == conv_name and n.op_type == "Conv"), None)
+    dq = producers.get(conv.input[0]) if conv is not None else None
+    if dq is None or dq.op_type != "DequantizeLinear" or conv.input[1] not in weights:
+        return False
+    weight = numpy_helper.to_array(weights[conv.input[1]])
+    if weight.shape[1] % parts or numpy_helper.to_array(weights[dq.input[1]]).size != 1:
+        return False
+    group = weight.shape[1] // parts
+    prefix = conv_name.rsplit("/", 1)[0]
+    new_nodes = [helper.make_node("Split", [dq.input[0], _add_int64(graph, f"{prefix}/split_sizes", [group] * parts)],
+                                  [f"{prefix}/part{i}_q" for i in range(parts)], axis=1, name=f"{prefix}/Split")]
+    partials = []
+    for i in range(parts):
+        w = numpy_helper.from_array(weight[:, i * group:(i + 1) * group].copy(), f"{prefix}/weight_part{i}")
+        graph.initializer.append(w)
+        inputs = [f"{prefix}/part{i}", w.name] + ([conv.input[2]] if i == 0 and len(conv.input) > 2 else [])
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{prefix}/part{i}_q", *dq.input[1:]],
+                                          [inputs[0]], name=f"{prefix}/DequantizeLinear_part{i}"))
+        attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        partials.append(f"{prefix}/partial{i}")
+        new_nodes.append(helper.make_node("Conv", inputs, [partials[-1]], name=f"{prefix}/Conv_part{i}", **attributes))
+    new_nodes.append(helper.make_node("Sum", partials, [conv.output[0]], name=f"{prefix}/Sum"))
+    position = list(graph.node).index(conv)
+    kept = [n for n in graph.node if n is not conv and n is not dq]
+    index = sum(1 for n in list(graph.node)[:position] if n is not dq)
+    del graph.node[:]
+    graph.node.extend(kept[:index] + new_nodes + kept[index:])
+    return True
+
+
+def _add_int64(graph: onnx.GraphProto, name: str, values: list[int]) -> str:
+    graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), name))
+    return name
+
+
+def _postprocess(path: Path, recipe: Recipe) -> int:
+    """Graph rewrites after quantisation, and fixed metadata; returns the
+    number of Resizes moved to uint8."""
     model = onnx.load(path)
+    resized = resize_in_uint8(model) if recipe.uint8_resize else 0
+    if recipe.head_parts > 1:
+        for prefix in recipe.fp32_prefixes:
+            split_head(model, f"{prefix}Conv", recipe.head_parts)
+    _normalise_metadata(model)
+    onnx.save(model, path)
+    return resized
+
+
+def _normalise_metadata(model: onnx.ModelProto) -> None:
+    """Fix the fields that would otherwise name the tool versions that ran."""
     model.producer_name = "isnet-wsgi models.build"
     model.producer_version = ""
     del model.metadata_props[:]
-    onnx.save(model, path)

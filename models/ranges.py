@@ -116,11 +116,14 @@ def subject_regions(probability: np.ndarray, sides: list[int]) -> dict[str, np.n
     return regions
 
 
-def collect(model_path: Path, tensors: list[str], samples: Iterable[np.ndarray], threads: int = 2) -> np.ndarray:
+def collect(
+    model_path: Path, tensors: list[str], samples: Iterable[np.ndarray], threads: int = 2, whole_image: bool = False
+) -> np.ndarray:
     """Per-sample ranges inside the subject region: array (samples, tensors, 2).
 
     Two runs per sample: the plain model's mask defines the region, then the
-    augmented model measures each tensor inside it.
+    augmented model measures each tensor inside it. `whole_image` measures
+    everywhere instead (plain MinMax; for comparison only).
     """
     import onnxruntime as ort
 
@@ -133,7 +136,10 @@ def collect(model_path: Path, tensors: list[str], samples: Iterable[np.ndarray],
     input_name = plain.get_inputs()[0].name
     rows = []
     for batch in samples:
-        probability = plain.run(None, {input_name: batch})[0][0, 0]
+        if whole_image:
+            probability = np.ones(batch.shape[2:], np.float32)
+        else:
+            probability = plain.run(None, {input_name: batch})[0][0, 0]
         feeds = {input_name: batch, **subject_regions(probability, sides)}
         values = augmented.run(None, feeds)[1:]
         rows.append(np.asarray(values, dtype=np.float32).reshape(len(tensors), 2))

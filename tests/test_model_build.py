@@ -26,8 +26,9 @@ def _conv(name: str, x: str, out: str, channels_in: int, channels_out: int, dtyp
 
 def tiny_fp16_isnet() -> onnx.ModelProto:
     """An fp16 graph shaped like the npm export: Casts around float32 I/O, a
-    Constant, a Cast around a Resize, a Concat junction and a 1-channel head,
-    plus a second (debugging) output."""
+    Constant, a Cast around a bilinear Resize whose size is computed from a
+    skip tensor's shape, a Concat junction and a 1-channel head, plus a
+    second (debugging) output."""
     nodes, weights = [], []
     nodes.append(helper.make_node("Cast", ["input"], ["x16"], to=TensorProto.FLOAT16, name="graph_input_cast0"))
     for name, x, out, cin, cout in (("conv_in", "x16", "a", 3, 4), ("stage1/rebnconvin/conv_s1", "a_r", "b", 4, 4),
@@ -40,7 +41,8 @@ def tiny_fp16_isnet() -> onnx.ModelProto:
         helper.make_node("Constant", [], ["k"], value=half, name="/Constant"),
         helper.make_node("Mul", ["c_r", "k"], ["c_half"], name="/Mul"),
         helper.make_node("Cast", ["c_half"], ["c32"], to=TensorProto.FLOAT, name="/Resize_4_input_cast0"),
-        helper.make_node("Resize", ["c32", "", "scales"], ["up32"], mode="nearest", name="/Resize_4"),
+        helper.make_node("Shape", ["b_r"], ["target"], name="/Shape"),
+        helper.make_node("Resize", ["c32", "", "", "target"], ["up32"], mode="linear", name="/Resize_4"),
         helper.make_node("Cast", ["up32"], ["up"], to=TensorProto.FLOAT16, name="/Resize_4_output_cast0"),
         helper.make_node("Concat", ["up", "b_r"], ["cat"], axis=1, name="/Concat_9"),
     ]
@@ -48,7 +50,7 @@ def tiny_fp16_isnet() -> onnx.ModelProto:
     nodes += [head, helper.make_node("Sigmoid", ["logit"], ["prob"], name="/Sigmoid"),
               helper.make_node("Cast", ["prob"], ["output"], to=TensorProto.FLOAT, name="graph_output_cast0"),
               helper.make_node("Cast", ["c_r"], ["debug"], to=TensorProto.FLOAT, name="graph_output_cast1")]
-    weights += [head_weight, numpy_helper.from_array(np.array([1, 1, 1, 1], np.float32), "scales")]
+    weights.append(head_weight)
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIDE_PX, SIDE_PX])],
@@ -73,7 +75,7 @@ def test_fp16_to_fp32_leaves_no_fp16_and_keeps_the_result():
     types = {t.data_type for t in fp32.graph.initializer}
     types |= {n.attribute[0].t.data_type for n in fp32.graph.node if n.op_type == "Constant"}
     types |= {v.type.tensor_type.elem_type for v in (*fp32.graph.input, *fp32.graph.output, *fp32.graph.value_info)}
-    assert types == {TensorProto.FLOAT}
+    assert TensorProto.FLOAT16 not in types and TensorProto.FLOAT in types
     assert not [n for n in fp32.graph.node if n.op_type == "Cast"]
     assert [o.name for o in fp32.graph.output] == ["output"]
     np.testing.assert_allclose(_run(fp32, _batch()), _run(fp16, _batch()), atol=2e-3)
@@ -121,6 +123,34 @@ def test_quantize_end_to_end_on_the_tiny_graph(tmp_path):
     ops = {n.op_type for n in onnx.load(out).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert _run(onnx.load(out), _batch()).shape == (1, 1, SIDE_PX, SIDE_PX)
+
+
+def test_upsample_sizes_become_constants():
+    model = convert.prepare_fp32(tiny_fp16_isnet())
+    resize = next(n for n in model.graph.node if n.op_type == "Resize")
+    assert resize.input[3] in {t.name for t in model.graph.initializer}
+    assert "Shape" not in {n.op_type for n in model.graph.node}
+
+
+def _quantised_tiny(tmp_path, recipe: quantize.Recipe):
+    fp32_path = tmp_path / "fp32.onnx"
+    onnx.save(convert.prepare_fp32(tiny_fp16_isnet()), fp32_path)
+    out = tmp_path / f"q-{recipe.uint8_resize}-{recipe.head_parts}.onnx"
+    quantize.quantize(fp32_path, out, lambda: iter([_batch(), -_batch()]), recipe)
+    return onnx.load(out)
+
+
+def test_bilinear_resize_runs_on_uint8_and_the_head_in_channel_groups(tmp_path):
+    plain = _quantised_tiny(tmp_path, quantize.Recipe(uint8_resize=False, head_parts=1))
+    rewritten = _quantised_tiny(tmp_path, quantize.Recipe())
+    producers = {out: n for n in rewritten.graph.node for out in n.output}
+    resize = next(n for n in rewritten.graph.node if n.op_type == "Resize")
+    assert producers[resize.input[0]].op_type != "DequantizeLinear"
+    head = [n for n in rewritten.graph.node if n.name.startswith("/side1/")]
+    assert sorted({n.op_type for n in head}) == ["Conv", "DequantizeLinear", "Split", "Sum"]
+    assert len([n for n in head if n.op_type == "Conv"]) == 4
+    # Same result up to one uint8 step of the upsampled tensor.
+    np.testing.assert_allclose(_run(rewritten, _batch()), _run(plain, _batch()), atol=0.02)
 
 
 def test_ranges_round_outwards_and_keep_zero():
