@@ -11,6 +11,10 @@ PORT   ?= 5000
 # keeping them in the heap (see README, "Memory"). Worth ~150-250 MB of peak RSS.
 export MALLOC_MMAP_THRESHOLD_ ?= 65536
 export MALLOC_TRIM_THRESHOLD_ ?= 131072
+# ...and back those mmaps with transparent huge pages where the kernel allows:
+# fewer page faults per run, same peak (make bench: 1.43x -> 1.14x of ORT's
+# default-options latency at ~275 MB; worker 1.04 -> 0.95 s, 239 -> 240 MB).
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 # onnxruntime must not phone home.
 export ORT_DISABLE_TELEMETRY := 1
 

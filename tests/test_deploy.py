@@ -337,7 +337,8 @@ def test_runtime_runs_as_a_numeric_non_root_user(runtime):
 def test_runtime_environment_matches_the_makefile(runtime):
     env = runtime.env()
     exports = makefile_exports()
-    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "ORT_DISABLE_TELEMETRY"):
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES",
+                 "ORT_DISABLE_TELEMETRY"):
         assert env.get(name) == exports[name], f"{name}: image {env.get(name)} vs Makefile {exports[name]}"
     assert env["PYTHONUNBUFFERED"] == "1"
 
