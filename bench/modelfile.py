@@ -8,19 +8,11 @@ bench links the file into a scratch folder next to a manifest it writes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as model:
-        for block in iter(lambda: model.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from models.source import sha256_file as sha256  # stdlib only, like the bench
 
 
 def normalisation(model_path: Path):
