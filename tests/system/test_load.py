@@ -12,8 +12,11 @@ import statistics
 import threading
 import time
 
+import pytest
+
 from isnet_wsgi import memory
 from tests.helpers import open_image, photo_bytes
+from tests.system.server import running_gunicorn
 from tests.system.test_gunicorn import WORKER_PEAK_RSS_LIMIT_MB
 
 CLIENTS = 8
@@ -21,7 +24,16 @@ LOAD_SECONDS = float(os.environ.get("LOAD_SECONDS", "15"))
 PHOTOS = ["astronaut.png", "coffee.png", "camera.png", "hubble_deep_field.jpg"]
 
 
-def test_eight_clients_all_get_complete_answers(server):
+@pytest.fixture(scope="module")
+def uncached_server(tmp_path_factory):
+    # The result cache would answer the repeated photos without inference;
+    # the load to measure is the model's.
+    with running_gunicorn(tmp_path_factory.mktemp("load"), CACHE_MB="0") as running:
+        yield running
+
+
+def test_eight_clients_all_get_complete_answers(uncached_server):
+    server = uncached_server
     worker = server.json("/api/bg/status")["worker_pid"]
     memory_before = memory.peak_rss_mb(worker)
     uploads = [(name, photo_bytes(name)) for name in PHOTOS]
@@ -40,6 +52,7 @@ def test_eight_clients_all_get_complete_answers(server):
                 status, headers, body = server.upload("/api/bg/remove", data, name,
                                                       timeout_s=120)
                 if status == 200:
+                    assert headers.get("X-Cache") is None  # inference, not the cache
                     open_image(body)  # complete and decodable, not cut short
                 elif status != 503 or "Retry-After" not in headers:
                     raise AssertionError(f"{status} {body[:200]!r}")
