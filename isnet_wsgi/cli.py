@@ -14,7 +14,7 @@ from typing import TextIO
 
 from . import imaging
 from .config import ConfigError, Settings
-from .model import InferenceTimeout, ModelError, Segmenter, SessionOptions
+from .model import InferenceTimeout, ModelError, Segmenter
 from .options import OptionError, remove_options
 from .pipeline import Output, Pipeline
 
@@ -76,10 +76,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO = sys.stdout,
 
 
 def load_segmenter(settings: Settings) -> Segmenter:
-    segmenter = Segmenter.load(settings.model_path, settings.manifest_path, SessionOptions(
-        intra_op_threads=settings.intra_op_threads, cpu_arena=settings.ort_cpu_arena,
-        memory_pattern=settings.ort_memory_pattern,
-        mmap_threshold_kb=settings.malloc_mmap_threshold_kb))
+    segmenter = Segmenter.from_settings(settings)
     segmenter.start()
     return segmenter
 

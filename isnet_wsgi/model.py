@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import memory
+from .config import Settings
 
 # NOTE: onnxruntime was seen resolving a telemetry host after import; the
 # service makes no network call of its own, so switch that off first.
@@ -64,6 +65,15 @@ class Segmenter:
         model_bytes = read_verified(model_path, manifest)
         name = manifest.get("model") or manifest.get("name") or model_path.stem
         return cls(name, model_bytes, manifest, options)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Segmenter":
+        """The model and session options the settings name (verified, not started)."""
+        return cls.load(settings.model_path, settings.manifest_path, SessionOptions(
+            intra_op_threads=settings.intra_op_threads,
+            cpu_arena=settings.ort_cpu_arena,
+            memory_pattern=settings.ort_memory_pattern,
+            mmap_threshold_kb=settings.malloc_mmap_threshold_kb))
 
     @property
     def loaded(self) -> bool:

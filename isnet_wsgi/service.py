@@ -9,7 +9,7 @@ from .api import BackgroundAPI
 from .app import Router, WSGIApp
 from .config import Settings
 from .http import Request, Response
-from .model import Segmenter, SessionOptions
+from .model import Segmenter
 from .monitoring import MemoryGuard, Monitor
 
 
@@ -70,9 +70,4 @@ class Service(WSGIApp):
 def create_app(settings: Settings | None = None) -> Service:
     """Build the service from the environment (or the given settings)."""
     settings = settings or Settings.from_env()
-    segmenter = Segmenter.load(settings.model_path, settings.manifest_path, SessionOptions(
-        intra_op_threads=settings.intra_op_threads,
-        cpu_arena=settings.ort_cpu_arena,
-        memory_pattern=settings.ort_memory_pattern,
-        mmap_threshold_kb=settings.malloc_mmap_threshold_kb))
-    return Service(settings, segmenter)
+    return Service(settings, Segmenter.from_settings(settings))
