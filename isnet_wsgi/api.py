@@ -56,7 +56,6 @@ class BackgroundAPI:
             ("result",)))
         monitor.registry.add(Gauge("isnet_cache_bytes", "Bytes of results in the cache.",
                                    lambda: self.cache.bytes))
-        self._ceiling_px = settings.max_dimension_px
 
     # --- GET ---------------------------------------------------------------
 
@@ -107,14 +106,14 @@ class BackgroundAPI:
 
     def remove(self, request: Request) -> Response:
         upload = self._upload(request)
-        options = _checked(remove_options, upload.values, ceiling_px=self._ceiling_px,
+        options = _checked(remove_options, upload.values, ceiling_px=self.settings.max_dimension_px,
                            refine_default=self.settings.refine_default)
         return self._answer("remove", upload, options, lambda: self.pipeline.remove(
             upload.file.data, options, timeout_s=self._inference_budget_s()))
 
     def change_color(self, request: Request) -> Response:
         upload = self._upload(request, background=True)
-        options = _checked(color_options, upload.values, ceiling_px=self._ceiling_px,
+        options = _checked(color_options, upload.values, ceiling_px=self.settings.max_dimension_px,
                            refine_default=self.settings.refine_default,
                            background_file=upload.background is not None)
         background = upload.background.data if upload.background else None
@@ -141,13 +140,16 @@ class BackgroundAPI:
     def _answer(self, endpoint: str, upload: Upload, options,
                 make: Callable[[], Output]) -> Response:
         """The result from the cache, or made (and cached), as a download."""
-        key = (endpoint, digest(upload.file.data), cache_key_part(options),
-               digest(upload.background.data) if upload.background else "")
-        output = self.cache.get(key) if self.cache.enabled else None
+        key = output = None
+        if self.cache.enabled:
+            # PERF: hashing the upload (up to MAX_UPLOAD_MB) only when it can pay off.
+            key = (endpoint, digest(upload.file.data), cache_key_part(options),
+                   digest(upload.background.data) if upload.background else "")
+            output = self.cache.get(key)
         hit = output is not None
         if output is None:
             output = self._run(make)
-            if self.cache.enabled:
+            if key is not None:
                 self.cache.put(key, output)
         headers = [("Content-Disposition", attachment_header(
             f"{output.prefix}_{_stem(upload.file.filename)}.{output.extension}"))]
