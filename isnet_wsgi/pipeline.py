@@ -33,9 +33,9 @@ class Output:
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 
 
-def _output(image: Image.Image, image_format: str, prefix: str) -> Output:
-    return Output(imaging.encode(image, image_format), imaging.ENCODINGS[image_format][1],
-                  prefix, _EXTENSIONS[image_format])
+def _output(image: Image.Image, image_format: str, prefix: str, threads: int) -> Output:
+    return Output(imaging.encode(image, image_format, threads=threads),
+                  imaging.ENCODINGS[image_format][1], prefix, _EXTENSIONS[image_format])
 
 
 class Pipeline:
@@ -46,6 +46,8 @@ class Pipeline:
         self.settings = settings
         self.segmenter = segmenter
         self.observe_inference_s = observe_inference_s
+        # The cores inference uses are idle while the result is encoded.
+        self.threads = settings.intra_op_threads
         self.formats = tuple(sorted({
             imaging.FORMAT_BY_EXTENSION[ext] for ext in settings.allowed_extensions
             if ext in imaging.FORMAT_BY_EXTENSION}))
@@ -82,8 +84,9 @@ class Pipeline:
             if box is not None:  # no subject found: nothing to crop to
                 image, mask = image.crop(box), mask.crop(box)
         if options.mask:
-            return _output(mask, options.image_format, "mask")
-        return _output(imaging.cutout(image, mask), options.image_format, "nobg")
+            return _output(mask, options.image_format, "mask", self.threads)
+        return _output(imaging.cutout(image, mask), options.image_format, "nobg",
+                       self.threads)
 
     def change_color(self, data: bytes, options: ColorOptions, *,
                      background_data: bytes | None = None,
@@ -101,4 +104,4 @@ class Pipeline:
             composite = imaging.on_color(image, mask, options.rgb)
         else:
             composite = imaging.on_background(image, mask, background)
-        return _output(composite, options.image_format, "color")
+        return _output(composite, options.image_format, "color", self.threads)

@@ -136,6 +136,15 @@ def test_cutout_and_colour_use_the_mask_as_soft_alpha():
     assert blended[0] == pytest.approx(100, abs=2) and blended[2] == pytest.approx(127, abs=2)
 
 
+def test_cutout_leaves_no_colour_under_full_transparency():
+    image = Image.new("RGBA", (3, 1), (200, 100, 50, 255))
+    image.putpixel((2, 0), (200, 100, 50, 0))  # the input's own alpha counts too
+    mask = Image.frombytes("L", (3, 1), bytes([0, 1, 255]))
+    cut = imaging.cutout(image, mask)
+    assert [cut.getpixel((x, 0)) for x in range(3)] == [
+        (0, 0, 0, 0), (200, 100, 50, 1), (0, 0, 0, 0)]
+
+
 def test_encoders_round_trip():
     image = open_image(photo_bytes("camera.png")).convert("RGBA")
     assert open_image(imaging.encode(image, "PNG")).mode == "RGBA"

@@ -1,0 +1,78 @@
+"""The PNG encoder: Pillow (and zlib, strictly) read back exactly what was written."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+
+from isnet_wsgi import png
+from tests.helpers import open_image, photo_bytes
+
+CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
+
+
+def image_of(pixels: np.ndarray, mode: str) -> Image.Image:
+    return Image.fromarray(pixels if mode != "L" else pixels[:, :, 0], mode)
+
+
+def decoded(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        image.load()
+        return np.asarray(image)
+
+
+def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of every chunk, each CRC checked."""
+    assert data[:8] == png.SIGNATURE
+    found, offset = [], 8
+    while offset < len(data):
+        (length,), kind = struct.unpack(">I", data[offset:offset + 4]), data[offset + 4:offset + 8]
+        payload = data[offset + 8:offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length:offset + 12 + length])
+        assert crc == zlib.crc32(kind + payload)
+        found.append((kind, payload))
+        offset += 12 + length
+    return found
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_photo_sized_images_round_trip_in_pieces(mode, threads):
+    pixels = np.random.default_rng(7).integers(0, 256, (700, 517, 4), np.uint8)
+    image = image_of(pixels[:, :, :CHANNELS[mode]], mode)
+    data = png.encode(image, threads=threads)
+    assert np.array_equal(decoded(data), np.asarray(image))
+    kinds = [kind for kind, _ in chunks(data)]
+    assert kinds == [b"IHDR", b"IDAT", b"IEND"]
+    # zlib checks the Adler-32 of the whole stream made of pieces.
+    raw = zlib.decompress(chunks(data)[1][1])
+    assert len(raw) == 700 * (517 * CHANNELS[mode] + 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(mode=st.sampled_from(["L", "RGB", "RGBA"]), threads=st.integers(1, 4),
+       pixels=hnp.arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40),
+                                             st.just(4))))
+def test_any_small_image_round_trips(mode, threads, pixels):
+    image = image_of(np.ascontiguousarray(pixels[:, :, :CHANNELS[mode]]), mode)
+    assert np.array_equal(decoded(png.encode(image, threads=threads)), np.asarray(image))
+
+
+def test_a_photo_costs_about_the_bytes_of_pillows_fastest_png():
+    image = open_image(photo_bytes("astronaut.png")).convert("RGBA")
+    ours = png.encode(image, threads=2)
+    pillows = io.BytesIO()
+    image.save(pillows, "PNG", compress_level=1)
+    assert np.array_equal(decoded(ours), np.asarray(image))
+    assert len(ours) < 1.1 * len(pillows.getvalue())
+
+
+def test_modes_it_does_not_write_are_refused():
+    with pytest.raises(ValueError, match="cannot write"):
+        png.encode(Image.new("P", (2, 2)))
