@@ -103,7 +103,8 @@ def run_side_by_side(args, model, scratch, plan, sections) -> None:
         servers.install_rembg()
     rounds = args.rounds or plan[2]
     print(f"side-by-side: isnet-wsgi vs rembg, {rounds} round(s) over {len(photos.PHOTO_NAMES)} photos")
-    result = sidebyside.run(model, modelfile.servable(model, scratch), scratch, rounds=rounds,
+    result = sidebyside.run(modelfile.float_input_twin(model, scratch),
+                            modelfile.servable(model, scratch), scratch, rounds=rounds,
                             service_config=service_point(args))
     sections.append(("Side by side with rembg (same ONNX file, same machine, same run)",
                      report.side_by_side_table(result)))
@@ -128,7 +129,8 @@ def main(argv=None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="isnet-bench-"))
     tensors = scratch / "tensors"
     tensors.mkdir()
-    photos.write_tensors(tensors, *modelfile.normalisation(model))
+    photos.write_tensors(tensors, *modelfile.normalisation(model),
+                         quantisation=modelfile.input_quantisation(model))
     header, sections, rows, started = machine_header(args, model), [], None, time.monotonic()
     try:
         if "frontier" in wanted:

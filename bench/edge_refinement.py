@@ -231,7 +231,8 @@ def scores(alpha: np.ndarray, mask: Image.Image) -> dict[str, float]:
 def infer(segmenter: Segmenter, image: Image.Image) -> Image.Image:
     """The model's mask, made exactly as the service makes it."""
     mean, std = segmenter.normalisation
-    tensor = imaging.to_tensor(image, segmenter.input_size_px, mean=mean, std=std)
+    tensor = imaging.to_tensor(image, segmenter.input_size_px, mean=mean, std=std,
+                               quantisation=segmenter.input_quantisation)
     return imaging.mask_from_output(segmenter.run(tensor), image.size)
 
 

@@ -26,6 +26,49 @@ def normalisation(model_path: Path):
         return 0.5, 1.0
 
 
+def input_quantisation(model_path: Path):
+    """(scale, zero point) when the model takes uint8 input, from its manifest."""
+    try:
+        manifest = json.loads(model_path.with_suffix(".json").read_text())
+        given = manifest.get("input", {}).get("quantisation")
+        return (float(given["scale"]), int(given["zero_point"])) if given else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def float_input_twin(model_path: Path, scratch: Path) -> Path:
+    """The same network taking float32 input, for a server that feeds floats.
+
+    Our build folds the model's first QuantizeLinear into the service's
+    preprocessing (models/quantize.py, fold_input_quantisation). rembg feeds
+    x/255 - mean as float32, so it gets the file with that one node put back:
+    the same weights and the same uint8 tensor after the first node.
+    """
+    quantisation = input_quantisation(model_path)
+    if quantisation is None:
+        return model_path
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(model_path))
+    graph_input = model.graph.input[0]
+    dequantise = next(n for n in model.graph.node
+                      if n.op_type == "DequantizeLinear" and n.input[0] == graph_input.name)
+    quantised = graph_input.name + "_quantised"
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name == graph_input.name:
+                node.input[index] = quantised
+    model.graph.node.insert(0, helper.make_node(
+        "QuantizeLinear", [graph_input.name, *dequantise.input[1:3]], [quantised],
+        name="input_QuantizeLinear"))
+    graph_input.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    twin = scratch / "float-input" / model_path.name
+    twin.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(twin))
+    return twin
+
+
 def _channels(value):
     return tuple(float(v) for v in value) if isinstance(value, list) else float(value)
 

@@ -73,7 +73,8 @@ class Runner:
 
     def _bind(self, input_shape) -> None:
         output = self.session.get_outputs()[0]
-        self.input_value = ort.OrtValue.ortvalue_from_shape_and_type(input_shape, np.float32, "cpu")
+        dtype = np.uint8 if self.session.get_inputs()[0].type == "tensor(uint8)" else np.float32
+        self.input_value = ort.OrtValue.ortvalue_from_shape_and_type(input_shape, dtype, "cpu")
         self.binding = self.session.io_binding()
         self.binding.bind_ortvalue_input(self.input_name, self.input_value)
         if all(isinstance(dim, int) for dim in output.shape):

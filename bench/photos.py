@@ -56,15 +56,16 @@ def uploads() -> list[tuple[str, bytes]]:
     return [(Path(name).stem + ".png", png_bytes(load(name))) for name in PHOTO_NAMES]
 
 
-def write_tensors(folder: Path, mean=0.5, std=1.0) -> list[Path]:
+def write_tensors(folder: Path, mean=0.5, std=1.0, quantisation=None) -> list[Path]:
     """The model input of each photo, made as the service makes it, as .npy files.
 
     NOTE: made once by the parent, so a frontier child's peak RSS holds no
-    Pillow decode, only the tensor it feeds (the same 12 MB for every point).
+    Pillow decode, only the tensor it feeds (the same one for every point).
     """
     paths = []
     for name in PHOTO_NAMES:
-        tensor = imaging.to_tensor(load(name), (LONG_SIDE_PX, LONG_SIDE_PX), mean=mean, std=std)
+        tensor = imaging.to_tensor(load(name), (LONG_SIDE_PX, LONG_SIDE_PX), mean=mean, std=std,
+                                   quantisation=quantisation)
         path = folder / (Path(name).stem + ".npy")
         np.save(path, tensor)
         paths.append(path)

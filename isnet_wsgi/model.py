@@ -85,6 +85,14 @@ class Segmenter:
         norm = self.manifest.get("input", {}).get("normalisation", {})
         return _per_channel(norm.get("mean", 0.5)), _per_channel(norm.get("std", 1.0))
 
+    @property
+    def input_quantisation(self) -> tuple[float, int] | None:
+        """(scale, zero point) when the model takes uint8 input (models/quantize.py)."""
+        given = self.manifest.get("input", {}).get("quantisation")
+        if not given:
+            return None
+        return float(given["scale"]), int(given["zero_point"])
+
     def start(self) -> None:
         """Create the session in this process (the worker, after fork)."""
         if self._session is not None:
@@ -112,6 +120,12 @@ class Segmenter:
             self._session._model_bytes = None
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
+        expected = "tensor(uint8)" if self.input_quantisation else "tensor(float)"
+        if model_input.type != expected:
+            self._session = None
+            self.error = (f"the model takes {model_input.type} but its manifest describes "
+                          f"{expected}; rebuild both with `make model`")
+            raise ModelError(self.error)
         height, width = model_input.shape[-2:]
         if isinstance(height, int) and isinstance(width, int):
             self.input_size_px = (width, height)

@@ -96,10 +96,7 @@ def make_manifest(src: source.Source, recipe: quantize.Recipe, model_path: Path,
         "sha256": source.sha256_file(model_path),
         "size_bytes": model_path.stat().st_size,
         "source": src.description,
-        "input": {
-            "name": "input", "shape": INPUT_SHAPE, "dtype": "float32", "layout": "NCHW", "colour": "RGB",
-            "normalisation": {"formula": "x/255 - 0.5", "mean": [0.5, 0.5, 0.5], "std": [1.0, 1.0, 1.0]},
-        },
+        "input": model_input(facts.pop("input_quantisation", None)),
         "output": {"name": "output", "shape": OUTPUT_SHAPE,
                    "postprocess": "min-max normalise to [0, 1] with an epsilon in the denominator"},
         "quantisation": {**recipe.describe(), **facts},
@@ -108,6 +105,22 @@ def make_manifest(src: source.Source, recipe: quantize.Recipe, model_path: Path,
         "build": {"key": key, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__},
         "licence": LICENCE_NOTES,
     }
+
+
+def model_input(quantisation: dict | None) -> dict:
+    """The input the server feeds: float32 pixels, or those pixels quantised
+    to uint8 by the caller when the build folded the first QuantizeLinear."""
+    described = {
+        "name": "input", "shape": INPUT_SHAPE, "dtype": "float32", "layout": "NCHW", "colour": "RGB",
+        "normalisation": {"formula": "x/255 - 0.5", "mean": [0.5, 0.5, 0.5], "std": [1.0, 1.0, 1.0]},
+    }
+    if quantisation is not None:
+        described["dtype"] = "uint8"
+        described["quantisation"] = {
+            **quantisation,
+            "formula": "q = clip(round(((x/255 - mean) / std) / scale) + zero_point, 0, 255), "
+                       "rounding half to even, as onnxruntime's QuantizeLinear"}
+    return described
 
 
 def is_up_to_date(manifest: dict, key: str, model_path: Path = MODEL_PATH) -> bool:

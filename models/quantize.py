@@ -68,6 +68,7 @@ class Recipe:
     dynamic: bool = True
     uint8_resize: bool = True
     head_parts: int = 4
+    uint8_input: bool = True
     extra_options: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
@@ -86,6 +87,7 @@ class Recipe:
             "kept_fp32": list(self.fp32_prefixes) + list(self.fp32_nodes),
             "bilinear_resize_on_uint8": self.uint8_resize,
             "fp32_head_channel_groups": self.head_parts,
+            "uint8_input": self.uint8_input,
         }
 
 
@@ -178,8 +180,8 @@ def quantize(
             )
         else:
             shutil.copyfile(static, out_path)
-    resized = _postprocess(out_path, recipe)
-    return {"static_nodes": len(nodes), "dynamic_nodes": len(dynamic), "uint8_resizes": resized,
+    rewrites = _postprocess(out_path, recipe)
+    return {"static_nodes": len(nodes), "dynamic_nodes": len(dynamic), **rewrites,
             "calibrated_tensors": len(tensors), "calibration_samples": int(table.shape[0])}
 
 
@@ -275,17 +277,69 @@ def _add_int64(graph: onnx.GraphProto, name: str, values: list[int]) -> str:
     return name
 
 
-def _postprocess(path: Path, recipe: Recipe) -> int:
-    """Graph rewrites after quantisation, and fixed metadata; returns the
-    number of Resizes moved to uint8."""
+def fold_input_quantisation(model: onnx.ModelProto) -> dict | None:
+    """Make the graph take the uint8 tensor its first QuantizeLinear made.
+
+    The static graph starts input (float32) -> QuantizeLinear -> uint8. The
+    caller holds its input for the whole run, so a float32 input is a 12 MB
+    array alive at the peak where a uint8 one is 3 MB; and the caller can
+    make the uint8 tensor straight from 8-bit pixels with a 256-entry table.
+    Returns the scale and zero point the caller must quantise with, or None
+    (and changes nothing) if the graph does not start that way.
+    """
+    graph = model.graph
+    graph_input = graph.input[0]
+    weights = {t.name: t for t in graph.initializer}
+    quantise = next((n for n in graph.node if n.op_type == "QuantizeLinear"
+                     and n.input[0] == graph_input.name), None)
+    if quantise is None or any(name not in weights for name in quantise.input[1:3]):
+        return None
+    scale = numpy_helper.to_array(weights[quantise.input[1]])
+    zero_point = numpy_helper.to_array(weights[quantise.input[2]])
+    if scale.size != 1 or zero_point.dtype != np.uint8:
+        return None
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name == quantise.output[0]:
+                node.input[index] = graph_input.name
+    graph.node.remove(quantise)
+    graph_input.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    return {"scale": float(scale.reshape(())), "zero_point": int(zero_point.reshape(()))}
+
+
+def input_quantisation(model: onnx.ModelProto) -> tuple[float, int] | None:
+    """(scale, zero point) a caller quantises with when the graph input is
+    uint8 (read from the DequantizeLinear that consumes it), else None."""
+    graph_input = model.graph.input[0]
+    if graph_input.type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+        return None
+    weights = {t.name: t for t in model.graph.initializer}
+    dequantise = next(n for n in model.graph.node
+                      if n.op_type == "DequantizeLinear" and n.input[0] == graph_input.name)
+    scale, zero_point = (numpy_helper.to_array(weights[name]) for name in dequantise.input[1:3])
+    return float(scale.reshape(())), int(zero_point.reshape(()))
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    unused = [t for t in model.graph.initializer if t.name not in used]
+    for tensor in unused:
+        model.graph.initializer.remove(tensor)
+
+
+def _postprocess(path: Path, recipe: Recipe) -> dict:
+    """Graph rewrites after quantisation, and fixed metadata; returns what
+    they changed, for the manifest."""
     model = onnx.load(path)
     resized = resize_in_uint8(model) if recipe.uint8_resize else 0
     if recipe.head_parts > 1:
         for prefix in recipe.fp32_prefixes:
             split_head(model, f"{prefix}Conv", recipe.head_parts)
+    input_quantisation = fold_input_quantisation(model) if recipe.uint8_input else None
+    _drop_unused_initializers(model)  # e.g. the head's weight, now in groups
     _normalise_metadata(model)
     onnx.save(model, path)
-    return resized
+    return {"uint8_resizes": resized, "input_quantisation": input_quantisation}
 
 
 def _normalise_metadata(model: onnx.ModelProto) -> None:

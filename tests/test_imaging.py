@@ -163,3 +163,13 @@ def test_parse_color_accepts_the_documented_forms(text, rgb):
 def test_parse_color_refuses_everything_else(text):
     with pytest.raises(ValueError):
         imaging.parse_color(text)
+
+
+def test_quantised_tensor_applies_mean_std_and_quantisation_per_channel():
+    image = Image.fromarray((np.arange(16 * 16 * 3) % 256).astype(np.uint8).reshape(16, 16, 3), "RGB")
+    mean, std, quantisation = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (0.02, 120)
+    floats = imaging.to_tensor(image, (16, 16), mean=mean, std=std)
+    quantised = imaging.to_tensor(image, (16, 16), mean=mean, std=std, quantisation=quantisation)
+    expected = np.clip(np.rint(floats / np.float32(0.02)) + 120, 0, 255).astype(np.uint8)
+    assert quantised.dtype == np.uint8
+    np.testing.assert_array_equal(quantised, expected)

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from models import build, convert, quantize, ranges, source
+from models import build, convert, measure, quantize, ranges, source
 
 SIDE_PX = 8
 
@@ -61,8 +61,9 @@ def tiny_fp16_isnet() -> onnx.ModelProto:
 
 
 def _run(model: onnx.ModelProto, batch: np.ndarray) -> np.ndarray:
+    """The model's output for a float batch, quantised first if it takes uint8."""
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(["output"], {session.get_inputs()[0].name: batch})[0]
+    return measure.ModelSession(session, quantize.input_quantisation(model)).run(batch)
 
 
 def _batch() -> np.ndarray:
@@ -135,7 +136,7 @@ def test_upsample_sizes_become_constants():
 def _quantised_tiny(tmp_path, recipe: quantize.Recipe):
     fp32_path = tmp_path / "fp32.onnx"
     onnx.save(convert.prepare_fp32(tiny_fp16_isnet()), fp32_path)
-    out = tmp_path / f"q-{recipe.uint8_resize}-{recipe.head_parts}.onnx"
+    out = tmp_path / f"q-{recipe.uint8_resize}-{recipe.head_parts}-{recipe.uint8_input}.onnx"
     quantize.quantize(fp32_path, out, lambda: iter([_batch(), -_batch()]), recipe)
     return onnx.load(out)
 
@@ -151,6 +152,19 @@ def test_bilinear_resize_runs_on_uint8_and_the_head_in_channel_groups(tmp_path):
     assert len([n for n in head if n.op_type == "Conv"]) == 4
     # Same result up to one uint8 step of the upsampled tensor.
     np.testing.assert_allclose(_run(rewritten, _batch()), _run(plain, _batch()), atol=0.02)
+
+
+def test_folded_input_quantisation_gives_the_same_output(tmp_path):
+    float_input = _quantised_tiny(tmp_path, quantize.Recipe(uint8_input=False))
+    uint8_input = _quantised_tiny(tmp_path, quantize.Recipe())
+    assert float_input.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert uint8_input.graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+    scale, zero_point = quantize.input_quantisation(uint8_input)
+    assert 0 < scale < 1 and 0 <= zero_point <= 255
+    assert quantize.input_quantisation(float_input) is None
+    np.testing.assert_array_equal(_run(uint8_input, _batch()), _run(float_input, _batch()))
+    used = {name for node in uint8_input.graph.node for name in node.input}
+    assert all(t.name in used for t in uint8_input.graph.initializer)
 
 
 def test_ranges_round_outwards_and_keep_zero():
@@ -218,6 +232,7 @@ def test_manifest_names_the_file_and_its_interface(tmp_path):
     assert manifest["size_bytes"] == len(b"not really a model")
     assert manifest["input"]["name"] == "input" and manifest["input"]["shape"] == [1, 3, 1024, 1024]
     assert manifest["input"]["normalisation"]["formula"] == "x/255 - 0.5"
+    assert manifest["input"]["dtype"] == "float32" and "quantisation" not in manifest["input"]
     assert manifest["source"]["kind"] == "file" and "MIT" in manifest["licence"]["weights"]
     path = tmp_path / "manifest.json"
     build.write_manifest(manifest, path)
@@ -226,3 +241,15 @@ def test_manifest_names_the_file_and_its_interface(tmp_path):
     assert not build.is_up_to_date(manifest, "other key", model_path)
     model_path.write_bytes(b"tampered")
     assert not build.is_up_to_date(manifest, "key", model_path)
+
+
+def test_manifest_gives_the_input_quantisation_the_server_needs(tmp_path):
+    model_path = tmp_path / "isnet-general-tiny.onnx"
+    model_path.write_bytes(b"model")
+    src = source.Source(model_path, "ab" * 32, {"kind": "file", "name": "x.onnx"})
+    facts = {"input_quantisation": {"scale": 0.0039, "zero_point": 127}}
+    manifest = build.make_manifest(src, quantize.Recipe(), model_path, "key", facts)
+    assert manifest["input"]["dtype"] == "uint8"
+    assert manifest["input"]["quantisation"]["scale"] == 0.0039
+    assert manifest["input"]["quantisation"]["zero_point"] == 127
+    assert "input_quantisation" not in manifest["quantisation"]
