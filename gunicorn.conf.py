@@ -16,11 +16,11 @@ except ConfigError as error:
     sys.exit(f"Error: {error}")
 
 # --- The application -------------------------------------------------------
-# The WSGI callable. Importing it builds the app and reads + verifies the
-# model bytes, once, in the master.
+# The WSGI callable. Importing it builds the app and maps + verifies the
+# model file, once, in the master.
 wsgi_app = "isnet_wsgi.wsgi:application"
 # Load the app in the master before forking, so a recycled worker starts with
-# the imports and the model bytes already in memory (copy-on-write).
+# the imports in memory (copy-on-write) and the model in the page cache.
 preload_app = True
 
 # --- Server socket ---------------------------------------------------------

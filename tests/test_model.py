@@ -1,6 +1,8 @@
-"""The Segmenter: its manifest and its model must describe the same input."""
+"""The Segmenter and its model file: verified, mapped, and described right."""
 
+import hashlib
 import json
+import os
 
 import numpy as np
 import onnx
@@ -8,7 +10,7 @@ import pytest
 
 from isnet_wsgi import imaging
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
-from isnet_wsgi.model import ModelError, Segmenter, SessionOptions
+from isnet_wsgi.model import ModelError, ModelFile, Segmenter, SessionOptions
 from models import quantize
 from tests.helpers import open_image, photo_bytes
 
@@ -44,3 +46,46 @@ def test_uint8_input_is_the_float_input_quantised(service):
     expected = np.clip(np.rint(floats / np.float32(scale)) + zero_point, 0, 255)
     assert quantised.dtype == np.uint8 and quantised.shape == (1, 3, 1024, 1024)
     np.testing.assert_array_equal(quantised, expected.astype(np.uint8))
+
+
+def _mapped_rss_kb(path) -> int:
+    """This process's resident kB of mappings of `path` (/proc/self/smaps)."""
+    resident, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                inside = fields[-1] == str(path)
+            elif inside and fields[0] == "Rss:":
+                resident += int(fields[1])
+    return resident
+
+
+def test_the_verified_file_is_mapped_without_holding_its_pages(tmp_path):
+    path = tmp_path / "weights.bin"
+    data = os.urandom(4 * 1024 * 1024)
+    path.write_bytes(data)
+    model_file = ModelFile.open_verified(path, hashlib.sha256(data).hexdigest())
+    assert _mapped_rss_kb(path) == 0  # page cache, not this process's memory
+    assert model_file.verified_bytes() == data
+    model_file.close()
+    with pytest.raises(ModelError, match="already loaded"):
+        model_file.verified_bytes()
+
+
+def test_a_file_changed_after_start_up_is_refused_by_the_worker(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 4096)
+    model_file = ModelFile.open_verified(path, hashlib.sha256(b"a" * 4096).hexdigest())
+    with open(path, "r+b") as file:  # in place: the mapping sees it
+        file.write(b"b")
+    with pytest.raises(ModelError, match="does not match its manifest"):
+        model_file.verified_bytes()
+
+
+def test_an_empty_or_missing_file_is_refused_with_its_name(tmp_path):
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ModelError, match="empty.onnx is empty"):
+        ModelFile.open_verified(tmp_path / "empty.onnx", "0" * 64)
+    with pytest.raises(ModelError, match="absent.onnx is missing"):
+        ModelFile.open_verified(tmp_path / "absent.onnx", "0" * 64)
