@@ -7,6 +7,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from bench.sidebyside import CONCURRENT_CLIENTS as CLIENTS
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -95,6 +97,9 @@ def side_by_side_table(result: dict) -> str:
         ("start to first healthy answer (s)", "healthy_s"),
         ("start to first cut-out (s)", "first_cutout_s"),
         ("install size (MB)", "install_mb"),
+        (f"requests/s, {CLIENTS} clients at once", "concurrent_requests_per_s"),
+        (f"median latency, {CLIENTS} clients at once (s)", "concurrent_median_s"),
+        (f"peak PSS, process tree, {CLIENTS} clients at once (MB)", "concurrent_tree_peak_pss_mb"),
     ]
     rows = [[label, ours[key], theirs[key], f"{ours[key] / theirs[key]:.2f}x"]
             for label, key in metrics if theirs.get(key)]

@@ -5,12 +5,17 @@ stay up while one client alternates A/B/B/A over the photos: a burst of load
 from another job on the shared machine hits both. Latencies exclude each
 server's first request (rembg loads its model lazily on it; that cost is in
 "first cut-out"). Peak RSS is the sampled peak of each process tree.
+
+Then each server in turn gets CONCURRENT_CLIENTS clients at once, as a
+service behind a proxy does: requests/s, latency and the tree's peak under
+that load are reported apart from the one-client figures.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import installsize, photos, procfs
@@ -18,6 +23,7 @@ from bench.servers import REMBG_VENV, OurService, Rembg
 from bench.stats import percentile
 
 SETTLE_S = 2.0  # let a server finish start-up work before reading its idle RSS
+CONCURRENT_CLIENTS = 4
 
 
 def _start(server, log) -> dict:
@@ -53,6 +59,29 @@ def _alternate(servers, uploads, rounds: int, log) -> tuple[dict, dict]:
     return seconds, cutouts
 
 
+def _concurrent(server, uploads, log) -> dict:
+    """CONCURRENT_CLIENTS clients, each sending every photo once, all at once."""
+    def client(offset: int) -> list[float]:
+        seconds = []
+        for index in range(len(uploads)):
+            filename, data = uploads[(offset + index) % len(uploads)]
+            started = time.perf_counter()
+            server.remove_background(filename, photos.unique(data))
+            seconds.append(time.perf_counter() - started)
+        return seconds
+
+    with procfs.TreeSampler(server.pid) as sampler:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(CONCURRENT_CLIENTS) as pool:
+            seconds = [s for each in pool.map(client, range(CONCURRENT_CLIENTS)) for s in each]
+        wall_s = time.perf_counter() - started
+    log(f"  {server.name}, {CONCURRENT_CLIENTS} clients: {len(seconds) / wall_s:.2f} requests/s")
+    return {"concurrent_requests_per_s": len(seconds) / wall_s,
+            "concurrent_median_s": statistics.median(seconds),
+            "concurrent_tree_peak_pss_mb": sampler.peak_pss_mb,
+            "concurrent_requests": len(seconds)}
+
+
 def run(model_path: Path, service_model_path: Path, scratch: Path, *, rounds: int,
         service_config=None, log=print) -> dict:
     uploads = photos.uploads()
@@ -85,6 +114,8 @@ def run(model_path: Path, service_model_path: Path, scratch: Path, *, rounds: in
         # a replaced worker's VmHWM no longer covers the whole run.
         facts[ours.name]["worker_recycled"] = workers != first_workers
         facts[theirs.name]["worker_hwm_mb"] = procfs.status_mb(theirs.pid, "VmHWM")
+        for server in (ours, theirs):
+            facts[server.name].update(_concurrent(server, uploads, log))
     facts[ours.name]["install_mb"] = installsize.ours_mb()
     facts[theirs.name]["install_mb"] = installsize.rembg_mb(REMBG_VENV)
     ious = {name: photos.alpha_iou(cutouts[ours.name][name], cutouts[theirs.name][name])
