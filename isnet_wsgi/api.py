@@ -17,7 +17,7 @@ from .config import Settings
 from .http import (BadRequest, HTTPError, PayloadTooLarge, Request, Response,
                    ServiceUnavailable, Unauthorized, UnsupportedMediaType,
                    attachment_header)
-from .metrics import Counter, Gauge
+from .metrics import CounterView, Gauge
 from .model import InferenceTimeout, Segmenter
 from .monitoring import MemoryGuard, Monitor
 from .multipart import (Form, FormFile, MultipartError, MultipartLimitError,
@@ -51,9 +51,9 @@ class BackgroundAPI:
                                  observe_inference_s=monitor.inference.observe)
         self.cache: ResultCache[Output] = ResultCache(
             settings.cache_bytes, size_of=lambda output: len(output.body))
-        self.cache_lookups = monitor.registry.add(Counter(
+        monitor.registry.add(CounterView(
             "isnet_cache_requests_total", "Result cache lookups, by result (hit, miss).",
-            ("result",)))
+            ("result",), lambda: {("hit",): self.cache.hits, ("miss",): self.cache.misses}))
         monitor.registry.add(Gauge("isnet_cache_bytes", "Bytes of results in the cache.",
                                    lambda: self.cache.bytes))
 
@@ -154,7 +154,6 @@ class BackgroundAPI:
         headers = [("Content-Disposition", attachment_header(
             f"{output.prefix}_{_stem(upload.file.filename)}.{output.extension}"))]
         if self.cache.enabled:
-            self.cache_lookups.inc("hit" if hit else "miss")
             headers.append(("X-Cache", "hit" if hit else "miss"))
         return Response(output.body, content_type=output.content_type, headers=headers)
 

@@ -71,6 +71,24 @@ class Counter(_Metric):
             for key, value in sorted(self._values.items())]
 
 
+class CounterView(_Metric):
+    """A counter kept elsewhere, read when scraped: one source of truth.
+
+    ``read`` returns {label values: count}, e.g. {("hit",): 3, ("miss",): 5}.
+    """
+
+    kind = "counter"
+
+    def __init__(self, name, help_text, labels, read):
+        super().__init__(name, help_text, labels)
+        self._read = read
+
+    def lines(self) -> list[str]:
+        return self.header() + [
+            f"{self.name}{_labels(self.label_names, key)} {_number(value)}"
+            for key, value in sorted(self._read().items())]
+
+
 class Gauge(_Metric):
     """A value read when scraped, from a function."""
 
