@@ -1,4 +1,4 @@
-"""`python -m bench [frontier|side-by-side|overhead|all] [--quick] ...` (`make bench`).
+"""`python -m bench [frontier|stages|side-by-side|overhead|all] [--quick] ...` (`make bench`).
 
 Prints every table and writes them to bench/results/<date>.md, with a PNG of
 the frontier next to it. See bench/README.md for what each section measures.
@@ -16,9 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import configs, frontier, modelfile, overhead, photos, report, servers, sidebyside
+from bench import (configs, frontier, modelfile, overhead, photos, report, servers, sidebyside,
+                   stages)
 
-SECTIONS = ("frontier", "side-by-side", "overhead")
+SECTIONS = ("frontier", "stages", "side-by-side", "overhead")
 # (frontier runs per point, -, side-by-side rounds, overhead rounds)
 FULL = (6, 1, 3, 2)
 QUICK = (4, 1, 1, 1)
@@ -95,6 +96,14 @@ def run_frontier(args, model, tensors, plan, sections):
     return rows
 
 
+def run_stages(args, model, scratch, plan, sections) -> None:
+    runs = max(4, args.runs or plan[0])
+    print(f"stages: which stages stay fp32, {len(stages.variants())} model variants x {runs} runs")
+    rows = stages.run(model, scratch, bare_point(args), runs=runs)
+    sections.append(("Which stages stay fp32 (service's session options, one fresh process "
+                     "per variant)", report.stages_table(rows)))
+
+
 def run_side_by_side(args, model, scratch, plan, sections) -> None:
     if not servers.rembg_installed():
         if args.no_install:
@@ -135,6 +144,8 @@ def main(argv=None) -> int:
     try:
         if "frontier" in wanted:
             rows = run_frontier(args, model, tensors, plan, sections)
+        if "stages" in wanted:
+            run_stages(args, model, scratch, plan, sections)
         if "side-by-side" in wanted:
             run_side_by_side(args, model, scratch, plan, sections)
         if "overhead" in wanted:
