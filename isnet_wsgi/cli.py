@@ -1,8 +1,9 @@
-"""The command line: ``python -m isnet_wsgi remove IN... -o OUT``.
+"""The command line: ``python -m isnet_wsgi remove|color IN... -o OUT``.
 
-The same options, checks and pipeline as ``POST /api/bg/remove``: the flags
-are handed to options.remove_options as text, so a bad value fails with the
-same message (and code) the API would answer.
+The same options, checks and pipeline as ``POST /api/bg/remove`` and
+``/api/bg/change_color``: the flags are handed to options.remove_options or
+color_options as text, so a bad value fails with the same message (and code)
+the API would answer.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import TextIO
 from . import imaging
 from .config import ConfigError, Settings
 from .model import InferenceTimeout, ModelError, Segmenter
-from .options import OptionError, remove_options
-from .pipeline import Output, Pipeline
+from .options import OptionError, color_options, remove_options
+from .pipeline import Output, Pipeline, accepted_formats
 
 PROGRESS_BAR_WIDTH = 30
 
@@ -24,24 +25,34 @@ PROGRESS_BAR_WIDTH = 30
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m isnet_wsgi",
                                    description="Background removal on local files.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("inputs", nargs="+", metavar="IN", type=Path,
+                        help="image files, or folders whose images are all processed")
+    common.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
+                        help="a folder (created if needed) for <prefix>_<name>.<ext> files; "
+                             "or, for a single input file, the output file's path")
+    common.add_argument("--max-dimension", default="",
+                        help="long side of the output, px (at most MAX_DIMENSION)")
+    common.add_argument("--refine", default="", metavar="true|false",
+                        help="refine the mask's edges (default: the REFINE_DEFAULT setting)")
+    settings_note = ("MODEL_PATH, MAX_DIMENSION and the other settings come from the "
+                     "environment, as for the server.")
     commands = root.add_subparsers(dest="command", required=True)
     remove = commands.add_parser(
-        "remove", help="cut the subject out of images (files or folders)",
-        description="Cut the subject out of each image. MODEL_PATH, MAX_DIMENSION and the "
-                    "other settings come from the environment, as for the server.")
-    remove.add_argument("inputs", nargs="+", metavar="IN", type=Path,
-                        help="image files, or folders whose images are all processed")
-    remove.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
-                        help="a folder (created if needed) for nobg_<name>.<ext> files; "
-                             "or, for a single input file, the output file's path")
-    remove.add_argument("--format", default="png", help="png (default) or webp (lossless)")
+        "remove", parents=[common], help="cut the subject out of images (files or folders)",
+        description="Cut the subject out of each image (nobg_<name>.png). " + settings_note)
+    remove.add_argument("--format", default="", help="png (default) or webp (lossless)")
     remove.add_argument("--mask", action="store_true", help="write the greyscale mask instead")
     remove.add_argument("--crop", action="store_true", help="crop to the subject")
     remove.add_argument("--margin", default="", help="pixels kept around the subject with --crop")
-    remove.add_argument("--max-dimension", default="",
-                        help="long side of the output, px (at most MAX_DIMENSION)")
-    remove.add_argument("--refine", default="", metavar="true|false",
-                        help="refine the mask's edges (default: the REFINE_DEFAULT setting)")
+    color = commands.add_parser(
+        "color", parents=[common], help="put the subject on a colour, a blur or another image",
+        description="Put each image's subject on a new background (color_<name>.jpg); "
+                    "white unless one of --color, --blur or --background. " + settings_note)
+    color.add_argument("--color", default="", help="#RRGGBB, #RGB or R,G,B")
+    color.add_argument("--blur", default="", help="blur the photo's own background, radius px")
+    color.add_argument("--background", type=Path, help="an image to put behind the subject")
+    color.add_argument("--format", default="", help="jpeg (default), png or webp")
     return root
 
 
@@ -51,11 +62,8 @@ def main(argv: list[str] | None = None, *, stdout: TextIO = sys.stdout,
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        options = remove_options({
-            "format": args.format, "mask": str(args.mask), "crop": str(args.crop),
-            "margin": args.margin, "max_dimension": args.max_dimension, "refine": args.refine,
-        }, ceiling_px=settings.max_dimension_px, refine_default=settings.refine_default)
-    except (ConfigError, OptionError) as error:
+        make = _command(args, settings)
+    except (ConfigError, OptionError, OSError, imaging.InvalidImage) as error:
         stderr.write(f"error: {error}\n")
         return 2
     try:
@@ -66,13 +74,32 @@ def main(argv: list[str] | None = None, *, stdout: TextIO = sys.stdout,
     jobs = list(_jobs(args.inputs, settings))
     single_file = len(args.inputs) == 1 and args.inputs[0].is_file()
     progress = _Progress(len(jobs), stderr) if any(p.is_dir() for p in args.inputs) else None
-    failures = _run(jobs, args.output, single_file, lambda data: pipeline.remove(data, options),
-                    progress)
+    failures = _run(jobs, args.output, single_file, lambda data: make(pipeline, data), progress)
     written = len(jobs) - len(failures)
     stdout.write(f"{written} written, {len(failures)} failed\n")
     for path, reason in failures:
         stdout.write(f"  {path}: {reason}\n")
     return 1 if failures or not jobs else 0
+
+
+def _command(args, settings: Settings):
+    """The options checked before the model loads, and how to make one output."""
+    common = {"max_dimension": args.max_dimension, "refine": args.refine, "format": args.format}
+    limits = {"ceiling_px": settings.max_dimension_px, "refine_default": settings.refine_default}
+    if args.command == "remove":
+        options = remove_options({**common, "mask": str(args.mask), "crop": str(args.crop),
+                                  "margin": args.margin}, **limits)
+        return lambda pipeline, data: pipeline.remove(data, options)
+    background = args.background.read_bytes() if args.background else None
+    options = color_options({**common, "color": args.color, "blur": args.blur},
+                            background_file=background is not None, **limits)
+    if background is not None:
+        # A bad background is one usage error, not a failure for every photo.
+        imaging.decode(background, formats=accepted_formats(settings),
+                       max_pixels=settings.max_image_pixels,
+                       max_dimension_px=settings.max_dimension_px)
+    return lambda pipeline, data: pipeline.change_color(data, options,
+                                                        background_data=background)
 
 
 def load_segmenter(settings: Settings) -> Segmenter:

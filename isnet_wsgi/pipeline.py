@@ -38,6 +38,12 @@ def _output(image: Image.Image, image_format: str, prefix: str, threads: int) ->
                   imaging.ENCODINGS[image_format][1], prefix, _EXTENSIONS[image_format])
 
 
+def accepted_formats(settings: Settings) -> tuple[str, ...]:
+    """Pillow's names for the formats of the allowed extensions."""
+    return tuple(sorted({imaging.FORMAT_BY_EXTENSION[ext] for ext in settings.allowed_extensions
+                         if ext in imaging.FORMAT_BY_EXTENSION}))
+
+
 class Pipeline:
     """One settings object and one model; ``remove`` and ``change_color`` per image."""
 
@@ -48,9 +54,7 @@ class Pipeline:
         self.observe_inference_s = observe_inference_s
         # The cores inference uses are idle while the result is encoded.
         self.threads = settings.intra_op_threads
-        self.formats = tuple(sorted({
-            imaging.FORMAT_BY_EXTENSION[ext] for ext in settings.allowed_extensions
-            if ext in imaging.FORMAT_BY_EXTENSION}))
+        self.formats = accepted_formats(settings)
 
     def decode(self, data: bytes, max_dimension_px: int | None = None) -> Image.Image:
         """The image, scaled so its long side is at most the option or the ceiling."""

@@ -78,3 +78,26 @@ def test_a_bad_option_exits_2_before_loading_the_model(tmp_path, monkeypatch):
     assert cli.main(["remove", "x.png", "-o", str(tmp_path), "--format", "bmp"],
                     stderr=io.StringIO()) == 2
     assert os.listdir(tmp_path) == []
+
+
+def test_color_puts_the_subject_on_the_colour_as_the_api_does(tmp_path, client):
+    data = small_photo("camera.png", 128)
+    source = tmp_path / "camera.png"
+    source.write_bytes(data)
+    result = run_cli("color", str(source), "-o", str(tmp_path / "out"), "--color", "0,255,0",
+                     "--format", "png")
+    assert result.returncode == 0, result.stderr
+    written = open_image((tmp_path / "out" / "color_camera.png").read_bytes())
+    answered = open_image(client.post("/api/bg/change_color", {"color": "0,255,0",
+                                                               "format": "png"},
+                                      upload_files=[("file", "camera.png", data)]).body)
+    assert written.mode == "RGB" and written.size == (128, 128)
+    assert np.array_equal(np.asarray(written), np.asarray(answered))
+
+
+def test_color_refuses_two_backgrounds_and_a_bad_background_before_loading(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    both = run_cli("color", "in.png", "-o", str(tmp_path), "--color", "#fff", "--blur", "4")
+    assert both.returncode == 2 and "Send one background" in both.stderr
+    bad = run_cli("color", "in.png", "-o", str(tmp_path), "--background", str(tmp_path / "bad.png"))
+    assert bad.returncode == 2 and "not an image" in bad.stderr
