@@ -16,7 +16,7 @@ except ConfigError as error:
     sys.exit(f"Error: {error}")
 
 # --- The application -------------------------------------------------------
-# The WSGI callable. Importing it builds the app and maps + verifies the
+# The WSGI callable. Importing it builds the app and opens + verifies the
 # model file, once, in the master.
 wsgi_app = "isnet_wsgi.wsgi:application"
 # Load the app in the master before forking, so a recycled worker starts with

@@ -1,22 +1,22 @@
 """The ISNet model: verified in the master, an onnxruntime session in the worker.
 
 ``Segmenter.load`` runs at import time in the gunicorn master (preload_app):
-it maps the model file and checks it against its manifest, so a missing or
+it opens the model file and checks it against its manifest, so a missing or
 tampered file stops start-up with one clear line. ``start`` runs in each
-worker after fork: it copies the bytes from the mapping, checks them again,
-and creates the session there.
+worker after fork: it reads the bytes, checks them again, and creates the
+session there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class Segmenter:
         self.load_seconds = time.perf_counter() - started
         self.session_pid = os.getpid()
         # PERF: the session holds its own copy of the weights, so this process
-        # drops the bytes it copied, and its view of the master's mapping.
+        # drops the bytes it read, and closes its copy of the master's descriptor.
         # onnxruntime's Python wrapper keeps a reference too ("TODO: This is
         # bad as we're holding the memory indefinitely"); it is needed only to
         # re-create the session on set_providers(), which we never call.
@@ -188,64 +188,73 @@ def read_manifest(path: Path) -> dict:
 
 
 class ModelFile:
-    """The model file, checked against its sha256, kept as a read-only mapping.
+    """The model file, checked against its sha256 and kept open, not in memory.
 
     PERF: the gunicorn master keeps the model for every worker it will start.
     Held as bytes, that was 44 MB of private memory in the master for the
-    server's whole life: a sixth of the replica's peak (PSS). Mapped, the
-    pages are page cache: after madvise(DONTNEED) no process's RSS counts
-    them, the kernel can reclaim them under pressure, and a new worker reads
-    them back from the cache in milliseconds.
+    server's whole life: a sixth of the replica's peak (PSS). The master now
+    hashes the file in 1 MiB reads and keeps only its descriptor; the data
+    stays in the page cache, which the kernel can reclaim, and a new worker
+    reads it back from the cache in milliseconds.
 
-    NOTE: a mapping shows the file as it is now, not as it was checked, so
-    the worker checks the sha256 again on the bytes it copies: a file changed
-    in place after start-up stops that worker instead of loading unverified
-    weights.
+    NOTE: the descriptor is the file that was checked even if the path is
+    later replaced, but a file changed in place would show the change, so
+    the worker checks the sha256 again on the bytes it reads: a changed file
+    stops that worker instead of loading unverified weights.
     """
 
-    def __init__(self, path: Path, sha256: str, mapping: mmap.mmap):
+    _READ_BYTES = 1 << 20
+
+    def __init__(self, path: Path, sha256: str, file: BinaryIO):
         self.path = path
         self.sha256 = sha256
-        self._mapping: mmap.mmap | None = mapping
+        self._file: BinaryIO | None = file
 
     @classmethod
     def open_verified(cls, path: Path, sha256: str) -> "ModelFile":
         try:
-            with open(path, "rb") as file:
-                if os.fstat(file.fileno()).st_size == 0:
-                    raise ModelError(f"model file {path} is empty; rebuild it with `make model`")
-                mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            file = open(path, "rb", buffering=0)
         except FileNotFoundError:
             raise ModelError(f"model file {path} is missing; run `make model`") from None
         except OSError as error:
             raise ModelError(f"model file {path} is unreadable: {error}") from None
-        model_file = cls(Path(path), sha256, mapping)
-        model_file._check(mapping)
-        model_file._release_pages()
+        model_file = cls(Path(path), sha256, file)
+        digest = hashlib.sha256()
+        chunk = bytearray(cls._READ_BYTES)
+        offset = 0
+        while count := os.preadv(file.fileno(), [chunk], offset):
+            digest.update(memoryview(chunk)[:count])
+            offset += count
+        try:
+            if offset == 0:
+                raise ModelError(f"model file {path} is empty; rebuild it with `make model`")
+            model_file._check(digest.hexdigest())
+        except ModelError:
+            model_file.close()
+            raise
         return model_file
 
     def verified_bytes(self) -> bytes:
         """A private copy of the file's bytes, checked again."""
-        if self._mapping is None:
+        if self._file is None:
             raise ModelError(f"model file {self.path} was already loaded and released")
-        data = self._mapping[:]
-        self._check(data)
+        size = os.fstat(self._file.fileno()).st_size
+        parts, offset = [], 0
+        while offset < size and (part := os.pread(self._file.fileno(), size - offset, offset)):
+            parts.append(part)
+            offset += len(part)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._check(hashlib.sha256(data).hexdigest())
         return data
 
     def close(self) -> None:
-        """Unmap in this process (the worker, once its session exists)."""
-        if self._mapping is not None:
-            self._mapping.close()
-            self._mapping = None
+        """Close in this process (the worker, once its session exists)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
-    def _check(self, data) -> None:
-        digest = hashlib.sha256(data).hexdigest()
+    def _check(self, digest: str) -> None:
         if digest != self.sha256:
             raise ModelError(
                 f"model file {self.path} does not match its manifest (sha256 {digest[:12]}..., "
                 f"expected {self.sha256[:12]}...); rebuild it with `make model`")
-
-    def _release_pages(self) -> None:
-        # Drop this process's page-table entries; the data stays in the page cache.
-        if hasattr(self._mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            self._mapping.madvise(mmap.MADV_DONTNEED)

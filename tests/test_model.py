@@ -1,4 +1,4 @@
-"""The Segmenter and its model file: verified, mapped, and described right."""
+"""The Segmenter and its model file: verified, kept open, and described right."""
 
 import hashlib
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from isnet_wsgi import imaging
+from isnet_wsgi import imaging, memory
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
 from isnet_wsgi.model import ModelError, ModelFile, Segmenter, SessionOptions
 from models import quantize
@@ -48,26 +48,17 @@ def test_uint8_input_is_the_float_input_quantised(service):
     np.testing.assert_array_equal(quantised, expected.astype(np.uint8))
 
 
-def _mapped_rss_kb(path) -> int:
-    """This process's resident kB of mappings of `path` (/proc/self/smaps)."""
-    resident, inside = 0, False
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            fields = line.split()
-            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
-                inside = fields[-1] == str(path)
-            elif inside and fields[0] == "Rss:":
-                resident += int(fields[1])
-    return resident
-
-
-def test_the_verified_file_is_mapped_without_holding_its_pages(tmp_path):
+def test_the_verified_file_is_kept_open_not_in_memory(tmp_path):
     path = tmp_path / "weights.bin"
-    data = os.urandom(4 * 1024 * 1024)
+    data = os.urandom(32 * 1024 * 1024)
     path.write_bytes(data)
-    model_file = ModelFile.open_verified(path, hashlib.sha256(data).hexdigest())
-    assert _mapped_rss_kb(path) == 0  # page cache, not this process's memory
-    assert model_file.verified_bytes() == data
+    digest = hashlib.sha256(data).hexdigest()
+    del data
+    before_kb = memory.rss_mb() * 1024
+    model_file = ModelFile.open_verified(path, digest)
+    assert memory.rss_mb() * 1024 - before_kb < 8 * 1024  # hashed in 1 MiB reads
+    path.rename(tmp_path / "moved.bin")  # the open file is still the checked one
+    assert hashlib.sha256(model_file.verified_bytes()).hexdigest() == digest
     model_file.close()
     with pytest.raises(ModelError, match="already loaded"):
         model_file.verified_bytes()
@@ -77,7 +68,7 @@ def test_a_file_changed_after_start_up_is_refused_by_the_worker(tmp_path):
     path = tmp_path / "weights.bin"
     path.write_bytes(b"a" * 4096)
     model_file = ModelFile.open_verified(path, hashlib.sha256(b"a" * 4096).hexdigest())
-    with open(path, "r+b") as file:  # in place: the mapping sees it
+    with open(path, "r+b") as file:  # in place: the open descriptor sees it
         file.write(b"b")
     with pytest.raises(ModelError, match="does not match its manifest"):
         model_file.verified_bytes()
