@@ -185,6 +185,11 @@ CANDIDATES: tuple[Config, ...] = (
           arena_cfg=ARENA_SAME_AS_REQUESTED, env=HUGETLB_ENV),
     _lean("arena-same-cap384", "ORT arena, kSameAsRequested, max_mem 384 MiB",
           arena_cfg={**ARENA_SAME_AS_REQUESTED, "max_mem": 384 << 20}),
+    # The arena uses a free chunk whole unless it is twice the request or
+    # wastes max_dead_bytes_per_chunk (default 128 MiB): split them instead.
+    # Measured: no lower peak (402 MB); 0 aborts onnxruntime (RegionFor).
+    _lean("arena-split-1m", "ORT arena, kSameAsRequested, split chunks wasting >= 1 MiB",
+          arena_cfg={**ARENA_SAME_AS_REQUESTED, "max_dead_bytes_per_chunk": 1 << 20}),
     _lean("jemalloc", "lean + jemalloc (default decay 10 s)", allocator="jemalloc"),
     _lean("jemalloc-nodecay", "lean + jemalloc, dirty/muzzy decay 0", allocator="jemalloc",
           env=JEMALLOC_NO_DECAY),
