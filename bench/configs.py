@@ -65,6 +65,7 @@ class Config:
     prepacking: bool = True
     iobinding: bool = False
     graph_optimization: str = "all"    # all | extended | basic | none
+    disabled_optimizers: tuple[str, ...] = ()  # onnxruntime graph transformers to skip
     # Process start-up.
     env: dict = dataclasses.field(default_factory=dict)
     allocator: str | None = None       # jemalloc | mimalloc, via LD_PRELOAD
@@ -95,6 +96,7 @@ class Config:
             parts += ["prepack=off"] * (not self.prepacking)
             parts += ["iobinding"] * self.iobinding
             parts += [f"opt={self.graph_optimization}"] * (self.graph_optimization != "all")
+            parts += [f"no-{name}" for name in self.disabled_optimizers]
         parts += [f"{key}={value}" for key, value in self.env.items()]
         parts += [f"LD_PRELOAD={self.allocator}"] * bool(self.allocator)
         return " ".join(parts)
@@ -129,6 +131,8 @@ class Config:
 def from_settings(settings, environ: dict[str, str]) -> Config:
     """The point the service runs at with these isnet_wsgi.config.Settings,
     started with this environment (`make run`'s exports included)."""
+    from isnet_wsgi.model import DISABLED_OPTIMIZERS  # noqa: PLC0415 (imports onnxruntime)
+
     env = {key: value for key, value in environ.items()
            if key.startswith(("MALLOC_", "MIMALLOC_")) or key in ("GLIBC_TUNABLES", "LD_PRELOAD")}
     if settings.malloc_mmap_threshold_kb > 0:  # the worker's mallopt() wins over the env
@@ -137,7 +141,8 @@ def from_settings(settings, environ: dict[str, str]) -> Config:
                   cpu_arena=settings.ort_cpu_arena, memory_pattern=settings.ort_memory_pattern,
                   intra_op_threads=settings.intra_op_threads, env=env,
                   allow_spinning=getattr(settings, "ort_allow_spinning", True),
-                  spin_stop=True)  # the service always sets it (model.py)
+                  spin_stop=True,  # the service always sets these two (model.py)
+                  disabled_optimizers=tuple(DISABLED_OPTIMIZERS))
 
 
 def allocator_path(name: str) -> Path | None:
@@ -223,6 +228,10 @@ CANDIDATES: tuple[Config, ...] = (
           iobinding=True, env=LEAN_HUGETLB_ENV),
     _lean("hugetlb-opt-basic", "mmap-64k-hugetlb, graph optimisation level basic",
           graph_optimization="basic", env=LEAN_HUGETLB_ENV),
+    # The fp32 head's 1-channel outputs in onnxruntime's blocked layout are
+    # padded 16x: the final Resize and Sigmoid make 64 MB each instead of 4.
+    _lean("hugetlb-no-nchwc", "mmap-64k-hugetlb without the NCHWc layout transformer",
+          disabled_optimizers=("NchwcTransformer",), env=LEAN_HUGETLB_ENV),
     _lean("hugetlb-pattern", "mmap-64k-hugetlb + memory pattern (one planned block per run)",
           memory_pattern=True, env=LEAN_HUGETLB_ENV),
     _lean("hugetlb-pattern-no-spin", "hugetlb-pattern, threads do not spin",

@@ -101,7 +101,8 @@ def load(config: Config, model_path: Path) -> tuple[ort.InferenceSession, float]
     started = time.perf_counter()
     model_bytes = model_path.read_bytes()
     session = ort.InferenceSession(model_bytes, sess_options=session_options(config),
-                                   providers=["CPUExecutionProvider"])
+                                   providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=list(config.disabled_optimizers))
     return session, time.perf_counter() - started
 
 
