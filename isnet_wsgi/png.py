@@ -5,12 +5,14 @@ Pillow tries every PNG filter on every row and then deflates on one core:
 86 ms for a 1024-px RGBA cut-out at compress level 1. This encoder applies
 the "Up" filter to all rows at once with numpy (photos compress about as
 well with it) and deflates with zlib's run-length strategy, in one piece per
-thread: 24 ms for the same image (bench/results, "PNG encoder").
+thread: 24-31 ms for the same image with 2 threads (medians, in-process, on
+the bench's four 1024-px photos), in 739 KB where Pillow's level 1 takes
+720 KB for the same pixels.
 
 Deflating pieces in parallel is what pigz does: each piece but the last ends
 with a sync flush, which aligns it to a byte, so the pieces concatenate into
-one valid deflate stream. Each piece starts with an empty window, which costs
-well under 1% in size at this piece size. zlib releases the GIL while it
+one valid deflate stream. Each piece starts with an empty window, which
+cost under 1 KB on those photos. zlib releases the GIL while it
 compresses, so plain threads run the pieces on separate cores.
 """
 
