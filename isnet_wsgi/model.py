@@ -235,13 +235,16 @@ class ModelFile:
         digest = hashlib.sha256()
         chunk = bytearray(cls._READ_BYTES)
         offset = 0
-        while count := os.preadv(file.fileno(), [chunk], offset):
-            digest.update(memoryview(chunk)[:count])
-            offset += count
         try:
+            while count := os.preadv(file.fileno(), [chunk], offset):
+                digest.update(memoryview(chunk)[:count])
+                offset += count
             if offset == 0:
                 raise ModelError(f"model file {path} is empty; rebuild it with `make model`")
             model_file._check(digest.hexdigest())
+        except OSError as error:
+            model_file.close()
+            raise ModelError(f"model file {path} is unreadable: {error}") from None
         except ModelError:
             model_file.close()
             raise
@@ -251,12 +254,15 @@ class ModelFile:
         """A private copy of the file's bytes, checked again."""
         if self._file is None:
             raise ModelError(f"model file {self.path} was already loaded and released")
-        size = os.fstat(self._file.fileno()).st_size
-        parts, offset = [], 0
-        while offset < size and (part := os.pread(self._file.fileno(), size - offset, offset)):
-            parts.append(part)
-            offset += len(part)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        try:
+            size = os.fstat(self._file.fileno()).st_size
+            parts, offset = [], 0
+            while offset < size and (part := os.pread(self._file.fileno(), size - offset, offset)):
+                parts.append(part)
+                offset += len(part)
+        except OSError as error:
+            raise ModelError(f"model file {self.path} is unreadable: {error}") from None
+        data = b"".join(parts)  # one part (the usual case) is returned, not copied
         self._check(hashlib.sha256(data).hexdigest())
         return data
 

@@ -80,3 +80,17 @@ def test_an_empty_or_missing_file_is_refused_with_its_name(tmp_path):
         ModelFile.open_verified(tmp_path / "empty.onnx", "0" * 64)
     with pytest.raises(ModelError, match="absent.onnx is missing"):
         ModelFile.open_verified(tmp_path / "absent.onnx", "0" * 64)
+
+
+def test_a_file_emptied_after_start_up_is_refused_by_the_worker(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 4096)
+    model_file = ModelFile.open_verified(path, hashlib.sha256(b"a" * 4096).hexdigest())
+    path.write_bytes(b"")  # truncated in place
+    with pytest.raises(ModelError, match="does not match its manifest"):
+        model_file.verified_bytes()
+
+
+def test_a_folder_is_refused_as_unreadable(tmp_path):
+    with pytest.raises(ModelError, match="is unreadable"):
+        ModelFile.open_verified(tmp_path, "0" * 64)
