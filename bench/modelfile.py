@@ -41,28 +41,17 @@ def float_input_twin(model_path: Path, scratch: Path) -> Path:
 
     Our build folds the model's first QuantizeLinear into the service's
     preprocessing (models/quantize.py, fold_input_quantisation). rembg feeds
-    x/255 - mean as float32, so it gets the file with that one node put back:
-    the same weights and the same uint8 tensor after the first node.
+    x/255 - mean as float32, so it gets the file with that one node put back
+    (quantize.unfold_input_quantisation).
     """
-    quantisation = input_quantisation(model_path)
-    if quantisation is None:
+    if input_quantisation(model_path) is None:
         return model_path
     import onnx
-    from onnx import helper
+
+    from models.quantize import unfold_input_quantisation
 
     model = onnx.load(str(model_path))
-    graph_input = model.graph.input[0]
-    dequantise = next(n for n in model.graph.node
-                      if n.op_type == "DequantizeLinear" and n.input[0] == graph_input.name)
-    quantised = graph_input.name + "_quantised"
-    for node in model.graph.node:
-        for index, name in enumerate(node.input):
-            if name == graph_input.name:
-                node.input[index] = quantised
-    model.graph.node.insert(0, helper.make_node(
-        "QuantizeLinear", [graph_input.name, *dequantise.input[1:3]], [quantised],
-        name="input_QuantizeLinear"))
-    graph_input.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    unfold_input_quantisation(model)
     twin = scratch / "float-input" / model_path.name
     twin.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(twin))

@@ -310,14 +310,45 @@ def fold_input_quantisation(model: onnx.ModelProto) -> dict | None:
 def input_quantisation(model: onnx.ModelProto) -> tuple[float, int] | None:
     """(scale, zero point) a caller quantises with when the graph input is
     uint8 (read from the DequantizeLinear that consumes it), else None."""
+    dequantise = _input_dequantise(model)
+    if dequantise is None:
+        return None
+    weights = {t.name: t for t in model.graph.initializer}
+    scale, zero_point = (numpy_helper.to_array(weights[name]) for name in dequantise.input[1:3])
+    return float(scale.reshape(())), int(zero_point.reshape(()))
+
+
+def unfold_input_quantisation(model: onnx.ModelProto) -> bool:
+    """The inverse of fold_input_quantisation: the graph takes float32 again
+    and quantises it with a QuantizeLinear of the same scale and zero point.
+
+    For callers that feed x/255 - mean as float32 (rembg in the bench): the
+    same weights, and the same uint8 tensor after the first node. Returns
+    False (and changes nothing) if the graph input is not uint8.
+    """
+    dequantise = _input_dequantise(model)
+    if dequantise is None:
+        return False
+    graph_input = model.graph.input[0]
+    quantised = graph_input.name + "_QuantizeLinear_Output"
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name == graph_input.name:
+                node.input[index] = quantised
+    model.graph.node.insert(0, helper.make_node(
+        "QuantizeLinear", [graph_input.name, *dequantise.input[1:3]], [quantised],
+        name=graph_input.name + "_QuantizeLinear"))
+    graph_input.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return True
+
+
+def _input_dequantise(model: onnx.ModelProto) -> onnx.NodeProto | None:
+    """The DequantizeLinear that reads a uint8 graph input, if the input is uint8."""
     graph_input = model.graph.input[0]
     if graph_input.type.tensor_type.elem_type != onnx.TensorProto.UINT8:
         return None
-    weights = {t.name: t for t in model.graph.initializer}
-    dequantise = next(n for n in model.graph.node
-                      if n.op_type == "DequantizeLinear" and n.input[0] == graph_input.name)
-    scale, zero_point = (numpy_helper.to_array(weights[name]) for name in dequantise.input[1:3])
-    return float(scale.reshape(())), int(zero_point.reshape(()))
+    return next(n for n in model.graph.node
+                if n.op_type == "DequantizeLinear" and n.input[0] == graph_input.name)
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:

@@ -167,6 +167,16 @@ def test_folded_input_quantisation_gives_the_same_output(tmp_path):
     assert all(t.name in used for t in uint8_input.graph.initializer)
 
 
+def test_unfolding_the_input_quantisation_takes_floats_again_with_the_same_output(tmp_path):
+    float_input = _quantised_tiny(tmp_path, quantize.Recipe(uint8_input=False))
+    twin = _quantised_tiny(tmp_path, quantize.Recipe())
+    assert quantize.unfold_input_quantisation(twin)
+    assert twin.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert quantize.input_quantisation(twin) is None
+    assert not quantize.unfold_input_quantisation(twin)  # already float: unchanged
+    np.testing.assert_array_equal(_run(twin, _batch()), _run(float_input, _batch()))
+
+
 def test_ranges_round_outwards_and_keep_zero():
     per_sample = np.array([[[0.5, 3.14159]], [[-0.1234, 2.0]]], dtype=np.float32)  # 2 samples, 1 tensor
     (low, high), = ranges.aggregate(per_sample, "max")
