@@ -47,6 +47,12 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} {self.kind}"]
 
+    def labelled_lines(self, values: dict[tuple[str, ...], float]) -> list[str]:
+        """The header, then one sample per label values, in a stable order."""
+        return self.header() + [
+            f"{self.name}{_labels(self.label_names, key)} {_number(value)}"
+            for key, value in sorted(values.items())]
+
 
 class Counter(_Metric):
     kind = "counter"
@@ -66,9 +72,7 @@ class Counter(_Metric):
         return sum(self._values.values())
 
     def lines(self) -> list[str]:
-        return self.header() + [
-            f"{self.name}{_labels(self.label_names, key)} {_number(value)}"
-            for key, value in sorted(self._values.items())]
+        return self.labelled_lines(self._values)
 
 
 class CounterView(_Metric):
@@ -84,9 +88,7 @@ class CounterView(_Metric):
         self._read = read
 
     def lines(self) -> list[str]:
-        return self.header() + [
-            f"{self.name}{_labels(self.label_names, key)} {_number(value)}"
-            for key, value in sorted(self._read().items())]
+        return self.labelled_lines(self._read())
 
 
 class Gauge(_Metric):
