@@ -43,8 +43,9 @@ def variants():
     }
 
 
-def build(model: Path, scratch: Path, log=print) -> dict[str, Path]:
-    """Every variant's file; the default is the shipped model."""
+def build(model: Path, scratch: Path, log=print) -> tuple[dict[str, Path], Path]:
+    """Every variant's file (the default is the shipped model), and the fp32
+    reference they were built from."""
     from models import build as model_build, explore, quantize, source
 
     cache = source.cache_dir()
@@ -60,7 +61,7 @@ def build(model: Path, scratch: Path, log=print) -> dict[str, Path]:
         paths[name] = scratch / f"variant-{index}.onnx"
         quantize.quantize(reference, paths[name], lambda: iter(()), recipe,
                           workbench.per_sample("subject"))
-    return paths
+    return paths, reference
 
 
 def _tensors(model: Path, folder: Path) -> list[Path]:
@@ -74,9 +75,9 @@ def _tensors(model: Path, folder: Path) -> list[Path]:
 
 
 def run(model: Path, scratch: Path, config: Config, *, runs: int, log=print) -> list[dict]:
-    from models import build as model_build, report, source
+    from models import report
 
-    paths = build(model, scratch / "stages", log)
+    paths, reference = build(model, scratch / "stages", log)
     tensors = {name: _tensors(path, scratch / "stages" / f"tensors-{i}")
                for i, (name, path) in enumerate(paths.items())}
     sessions = {name: BareSession(config, path, tensors[name][0].parent)
@@ -96,8 +97,6 @@ def run(model: Path, scratch: Path, config: Config, *, runs: int, log=print) -> 
     finally:
         for session in sessions.values():
             session.close()
-    cache = source.cache_dir()
-    reference = model_build.fp32_reference(source.npm_model(cache), cache)
     default_median = statistics.median(seconds[DEFAULT])
     rows = []
     for name, path in paths.items():
