@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from isnet_wsgi import imaging
+from models.measure import mask_iou
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO_DIR = ROOT / "tests" / "data"
@@ -72,13 +73,10 @@ def write_tensors(folder: Path, mean=0.5, std=1.0, quantisation=None) -> list[Pa
     return paths
 
 
-def alpha_iou(png_a: bytes, png_b: bytes, threshold: int = 128) -> float:
-    """Intersection over union of two cut-outs' alpha channels (foreground >= threshold)."""
-    masks = []
+def alpha_iou(png_a: bytes, png_b: bytes) -> float:
+    """Intersection over union of two cut-outs' alpha channels (foreground >= 128 of 255)."""
+    alphas = []
     for data in (png_a, png_b):
         with Image.open(io.BytesIO(data)) as image:
-            masks.append(np.asarray(image.convert("RGBA").getchannel("A")) >= threshold)
-    if masks[0].shape != masks[1].shape:
-        raise ValueError(f"cut-outs differ in size: {masks[0].shape} vs {masks[1].shape}")
-    union = np.logical_or(*masks).sum()
-    return 1.0 if union == 0 else float(np.logical_and(*masks).sum() / union)
+            alphas.append(np.asarray(image.convert("RGBA").getchannel("A")))
+    return mask_iou(*alphas)

@@ -86,11 +86,31 @@ def predict_mask(session: ModelSession, batch: np.ndarray) -> np.ndarray:
     return (output - low) / (high - low + 1e-6)
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray, threshold: float = MASK_THRESHOLD) -> float:
-    """Intersection over union of two masks binarised at `threshold` (1.0 when both empty)."""
+def unit_mask(mask) -> np.ndarray:
+    """A mask as float32 in [0, 1]: 8-bit masks (arrays or 'L' images) are divided by 255."""
+    array = np.asarray(mask)
+    return array.astype(np.float32) / 255 if array.dtype == np.uint8 else array.astype(np.float32)
+
+
+def mask_iou(a, b, threshold: float = MASK_THRESHOLD) -> float:
+    """Intersection over union of two masks binarised at `threshold` (1.0 when both empty).
+
+    Float masks in [0, 1] or 8-bit ones; 0.5 is 128 of 255 for the latter.
+    """
+    a, b = unit_mask(a), unit_mask(b)
+    if a.shape != b.shape:
+        raise ValueError(f"masks differ in size: {a.shape} vs {b.shape}")
     a_on, b_on = a >= threshold, b >= threshold
     union = np.logical_or(a_on, b_on).sum()
     return 1.0 if union == 0 else float(np.logical_and(a_on, b_on).sum() / union)
+
+
+def mean_abs_error(a, b) -> float:
+    """Mean absolute difference of two masks' alpha, in [0, 1]."""
+    a, b = unit_mask(a), unit_mask(b)
+    if a.shape != b.shape:
+        raise ValueError(f"masks differ in size: {a.shape} vs {b.shape}")
+    return float(np.abs(a - b).mean())
 
 
 def _peak_rss_mb() -> float:
