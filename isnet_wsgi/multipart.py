@@ -11,85 +11,58 @@ a limit raises ``MultipartLimitError`` (413). Nothing is ever silently dropped.
 
 from __future__ import annotations
 
-import codecs
 import enum
 import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from urllib.parse import unquote
+
+from .headers import parse_options_header
 
 
 class MultipartError(ValueError):
     """The body is not valid multipart/form-data. The app answers 400."""
 
 
+class NotMultipartError(MultipartError):
+    """The Content-Type is not multipart/form-data at all. The app answers 415."""
+
+
+class BoundaryError(MultipartError):
+    """multipart/form-data whose boundary is missing or not a valid one (400).
+    ``code`` is the API's name for which."""
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.code = "missing_boundary" if missing else "invalid_boundary"
+
+
 class MultipartLimitError(MultipartError):
     """A size/count limit was exceeded. The app answers 413.
-    ``limit`` names which: 'file', 'field', 'header', 'parts' or 'body'."""
 
-    def __init__(self, message: str, *, limit: str) -> None:
+    ``limit`` names which: 'file', 'field', 'header' or 'parts' (the whole
+    body's limit is the reader's: http.BoundedReader); ``max_allowed`` is its
+    value, in bytes or parts, and ``code`` the API's name for it.
+    """
+
+    _CODES = {"file": "file_too_large", "field": "field_too_large",
+              "header": "part_headers_too_large", "parts": "too_many_parts"}
+
+    def __init__(self, message: str, *, limit: str, max_allowed: int) -> None:
         super().__init__(message)
         self.limit = limit
+        self.max_allowed = max_allowed
+        self.code = self._CODES[limit]
 
 
-# --- header parameters ------------------------------------------------------
-
-# "; key" optionally followed by "= value", the value being a quoted string
-# (possibly unterminated: junk must not raise) or anything up to the next ";".
-_PARAM_RE = re.compile(r';\s*([^\s;=]+)\s*(?:=\s*("(?:\\.|[^"\\])*"?|[^;]*))?')
-# NOTE: only \" and \\ are unescaped. Browsers do not escape backslashes in
-# filenames (a Windows path arrives as "C:\Users\x.png"); unescaping every
-# quoted-pair would silently eat them.
-_QUOTED_PAIR_RE = re.compile(r'\\([\\"])')
+# The limits read_form applies unless told otherwise.
+MAX_FIELD_BYTES = 64 * 1024  # one text field
+MAX_PART_HEADER_BYTES = 8192  # one part's header block
+MAX_PARTS = 16  # files and fields together
 
 
-def parse_options_header(value: str | None) -> tuple[str, dict[str, str]]:
-    """Split 'type/sub; key=value; ...' into the lower-cased type and its params.
-
-    Keys are lower-cased, quoted values unquoted, and RFC 2231/5987 extended
-    values (``filename*=UTF-8''na%C3%AFve.png``) decoded and preferred over the
-    plain ones. The first occurrence of a key wins. Never raises on junk.
-    """
-    if not value:
-        return "", {}
-    mimetype, semicolon, rest = value.partition(";")
-    plain: dict[str, str] = {}
-    extended: dict[str, str] = {}  # key* values, which win over plain ones
-    for match in _PARAM_RE.finditer(semicolon + rest):
-        key, raw = match.group(1).lower(), (match.group(2) or "").strip()
-        if key.endswith("*"):
-            decoded = _decode_extended_value(raw)
-            if decoded is not None:
-                extended.setdefault(key[:-1], decoded)
-        else:
-            plain.setdefault(key, _unquote(raw))
-    return mimetype.strip().lower(), {**plain, **extended}
-
-
-# RFC 5987 allows these two; ASCII is a subset of both.
-_EXTENDED_CHARSETS = {"utf-8", "iso8859-1", "ascii"}
-
-
-def _unquote(raw: str) -> str:
-    if not raw.startswith('"'):
-        return raw
-    inner = raw[1:-1] if len(raw) > 1 and raw.endswith('"') else raw[1:]
-    return _QUOTED_PAIR_RE.sub(r"\1", inner)
-
-
-def _decode_extended_value(raw: str) -> str | None:
-    """charset'language'percent-encoded -> str; None when it cannot be decoded."""
-    charset, _, rest = _unquote(raw).partition("'")
-    _language, quote, encoded = rest.partition("'")
-    try:
-        if not quote or codecs.lookup(charset).name not in _EXTENDED_CHARSETS:
-            return None
-        return unquote(encoded, encoding=charset, errors="strict")
-    except (LookupError, UnicodeDecodeError):
-        return None
-
+# --- the boundary -----------------------------------------------------------
 
 # RFC 2046 allows only its bchars, but real clients stray outside them (WebOb
 # and webtest send "$"), so accept any printable ASCII but the quote, 1 to 70
@@ -99,7 +72,7 @@ _BOUNDARY_RE = re.compile(rb"[\x20-\x21\x23-\x7e]{0,69}[\x21\x23-\x7e]")
 
 def _check_boundary(boundary: bytes) -> bytes:
     if not _BOUNDARY_RE.fullmatch(boundary):
-        raise MultipartError(f"invalid multipart boundary {boundary!r}")
+        raise BoundaryError(f"invalid multipart boundary {boundary!r}")
     return boundary
 
 
@@ -107,9 +80,9 @@ def boundary_from_content_type(value: str | None) -> bytes:
     """The boundary of a multipart/form-data Content-Type, as bytes."""
     mimetype, params = parse_options_header(value)
     if mimetype != "multipart/form-data":
-        raise MultipartError(f"expected multipart/form-data, got {mimetype or 'nothing'!r}")
+        raise NotMultipartError(f"expected multipart/form-data, got {mimetype or 'nothing'!r}")
     if "boundary" not in params:
-        raise MultipartError("multipart/form-data without a boundary")
+        raise BoundaryError("multipart/form-data without a boundary", missing=True)
     return _check_boundary(params["boundary"].encode("utf-8"))
 
 
@@ -176,7 +149,8 @@ class MultipartDecoder:
     """
 
     def __init__(self, boundary: bytes, *, max_part_bytes: int | None = None,
-                 max_header_bytes: int = 8192, max_parts: int | None = 16) -> None:
+                 max_header_bytes: int = MAX_PART_HEADER_BYTES,
+                 max_parts: int | None = MAX_PARTS) -> None:
         # Every delimiter but the first follows a line break: searching for
         # "\n--boundary" finds them all, and a CR before it is the CRLF's.
         self._delimiter = b"\n--" + _check_boundary(boundary)
@@ -246,7 +220,8 @@ class MultipartDecoder:
         del buffer[: line_end + 1]
         self._part_count += 1
         if self._max_parts is not None and self._part_count > self._max_parts:
-            raise MultipartLimitError(f"more than {self._max_parts} parts", limit="parts")
+            message = f"a form may have at most {self._max_parts} parts"
+            raise MultipartLimitError(message, limit="parts", max_allowed=self._max_parts)
         self._state = _State.HEADERS
         self._header_scan = 0
         return self.next_event()
@@ -261,8 +236,9 @@ class MultipartDecoder:
         # so the limit refuses the same bodies however the input was split.
         block_bytes = self._header_scan if line_end != -1 else len(buffer) + 1
         if block_bytes > self._max_header_bytes:
-            message = f"part headers over {self._max_header_bytes} bytes"
-            raise MultipartLimitError(message, limit="header")
+            message = f"a part's headers may be at most {self._max_header_bytes} bytes"
+            raise MultipartLimitError(message, limit="header",
+                                      max_allowed=self._max_header_bytes)
         if line_end == -1:
             return self._need_data()
         event = _part_start(_parse_header_lines(bytes(buffer[:line_start])))
@@ -288,8 +264,8 @@ class MultipartDecoder:
         self._part_bytes += end
         if self._max_part_bytes is not None and self._part_bytes > self._max_part_bytes:
             kind = "file" if self._part_is_file else "field"
-            message = f"a {kind} is larger than {self._max_part_bytes} bytes"
-            raise MultipartLimitError(message, limit=kind)
+            message = f"a {kind} may be at most {self._max_part_bytes} bytes"
+            raise MultipartLimitError(message, limit=kind, max_allowed=self._max_part_bytes)
         data = bytes(self._buffer[:end])
         del self._buffer[:consumed]
         return PartData(data, more)
@@ -382,7 +358,7 @@ class Form:
 
 
 def read_form(read: Callable[[int], bytes], boundary: bytes, *, max_file_bytes: int,
-              max_field_bytes: int = 64 * 1024, max_parts: int = 16,
+              max_field_bytes: int = MAX_FIELD_BYTES, max_parts: int = MAX_PARTS,
               chunk_bytes: int = 64 * 1024) -> Form:
     """Read a whole multipart/form-data body from ``read(n)`` (b'' at its end).
 
@@ -415,8 +391,9 @@ class _PartCollector:
     def write(self, data: bytes) -> None:
         if self.data.tell() + len(data) > self.max_bytes:
             kind = "file" if self.start.filename is not None else "field"
-            message = f"{kind} {self.start.name!r} is larger than {self.max_bytes} bytes"
-            raise MultipartLimitError(message, limit=kind)
+            message = (f"a {kind} may be at most {self.max_bytes} bytes; "
+                       f"{self.start.name!r} is larger")
+            raise MultipartLimitError(message, limit=kind, max_allowed=self.max_bytes)
         self.data.write(data)
 
     def add_to(self, form: Form) -> None:

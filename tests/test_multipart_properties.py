@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+from urllib.parse import quote
 
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
@@ -137,7 +139,7 @@ def test_an_encoded_form_parses_back_to_the_same_values(form, chunk_bytes):
 
 header_values = st.text(max_size=60) | st.lists(
     st.sampled_from(['multipart/form-data', ";", "=", '"', "\\", "*", "'", "%", " ", "boundary",
-                     "filename", "UTF-8", "%C3%AF", "x"]),
+                     "filename", "UTF-8", "%C3%AF", "x", "*0", "*1*", "0", "%FF"]),
     max_size=20,
 ).map("".join)
 
@@ -152,3 +154,20 @@ def test_header_parsing_never_raises_anything_unexpected(value):
     except MultipartError:
         return
     assert 1 <= len(boundary) <= 70
+
+
+@SETTINGS
+@given(st.text(st.characters(exclude_categories=("Cs",)), max_size=16),
+       st.lists(st.integers(min_value=0, max_value=100), max_size=4), chunk_sizes)
+def test_a_filename_sent_as_continuations_parses_back(filename, cuts, chunk_bytes):
+    # RFC 2231: percent-encoded UTF-8 split into numbered pieces anywhere
+    # between escapes, so one character may straddle two pieces.
+    escapes = re.findall(r"%[0-9A-F]{2}|.", quote(filename, safe=""))
+    edges = sorted({0, len(escapes), *(cut % (len(escapes) + 1) for cut in cuts)})
+    pieces = ["".join(escapes[start:end]) for start, end in zip(edges, edges[1:])] or [""]
+    pieces[0] = "UTF-8''" + pieces[0]  # the charset, named once, in the first piece
+    params = "; ".join(f"filename*{i}*={piece}" for i, piece in enumerate(pieces))
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; " + params.encode()
+            + b"\r\n\r\n\xff\r\n--b--\r\n")
+    form = read_form(reader(body, chunk_bytes), b"b", max_file_bytes=16, chunk_bytes=chunk_bytes)
+    assert form.fields == {} and form.file("file").filename == filename
