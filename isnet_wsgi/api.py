@@ -20,8 +20,9 @@ from .http import (BadRequest, HTTPError, PayloadTooLarge, Request, Response,
 from .metrics import CounterView, Gauge
 from .model import InferenceTimeout, Segmenter
 from .monitoring import MemoryGuard, Monitor
-from .multipart import (Form, FormFile, MultipartError, MultipartLimitError,
-                        boundary_from_content_type, parse_options_header, read_form)
+from .headers import parse_options_header
+from .multipart import (BoundaryError, Form, FormFile, MultipartError, MultipartLimitError,
+                        NotMultipartError, boundary_from_content_type, read_form)
 from .options import OptionError, cache_key_part, color_options, remove_options
 from .pipeline import Output, Pipeline
 
@@ -183,13 +184,16 @@ class BackgroundAPI:
     def _upload(self, request: Request, *, background: bool = False) -> Upload:
         """The image (and background) with the options: from a form or a raw body."""
         self._authorise(request)
+        file_fields = ("file", "bg_file") if background else ("file",)
         values = {name: given[0] for name, given in request.query.items()}
         mimetype, _ = parse_options_header(request.header("Content-Type"))
         if mimetype.startswith("image/") or mimetype == "application/octet-stream":
             # A raw body: the bytes are the image, the options are in the query.
+            _refuse_files_sent_as_text(values, file_fields)
             return Upload(FormFile("file", "image", mimetype, self._read_raw(request)), values)
         form = self._read_form(request, files=2 if background else 1)
         values.update({name: given[0] for name, given in form.fields.items()})
+        _refuse_files_sent_as_text(values, file_fields)
         return Upload(self._one_file(form, "file", required=True), values,
                       self._one_file(form, "bg_file") if background else None)
 
@@ -204,18 +208,23 @@ class BackgroundAPI:
     def _read_form(self, request: Request, *, files: int) -> Form:
         try:
             boundary = boundary_from_content_type(request.header("Content-Type"))
-        except MultipartError as error:
+        except NotMultipartError as error:
             raise UnsupportedMediaType(
                 "Send the image as multipart/form-data in a field named 'file', or as the "
                 f"raw body with Content-Type image/* ({error}).", code="not_multipart") from None
+        except BoundaryError as error:
+            # NOTE: the media type is supported, the request malformed: 400, not 415.
+            raise BadRequest(f"The Content-Type has no usable boundary ({error}); let the "
+                             "client write it (curl -F, a browser form).",
+                             code=error.code) from None
         limit = self.settings.max_upload_bytes
         reader = request.body_reader(files * limit + FORM_OVERHEAD_BYTES)
         try:
             return read_form(reader.read, boundary, max_file_bytes=limit)
         except MultipartLimitError as error:
-            raise PayloadTooLarge(
-                f"The upload exceeds a limit ({error.limit}); files may be at most "
-                f"{self.settings.max_upload_mb:g} MB.", code="file_too_large") from None
+            # Each limit its own code and message, so the client knows which one it hit.
+            raise PayloadTooLarge(f"The form is over a limit: {error}.",
+                                  code=error.code) from None
         except MultipartError as error:
             raise BadRequest(f"The multipart body is malformed: {error}",
                              code="malformed_multipart") from None
@@ -258,6 +267,15 @@ def _checked(parse, values: dict[str, str], **limits):
         return parse(values, **limits)
     except OptionError as error:
         raise BadRequest(str(error), code=error.code) from None
+
+
+def _refuse_files_sent_as_text(values: dict[str, str], file_fields: tuple[str, ...]) -> None:
+    """A file field that came as text (a form field, the query) is a 400, never ignored."""
+    for name in file_fields:
+        if name in values:
+            raise BadRequest(f"'{name}' arrived as text; send the image as a file part of a "
+                             f"multipart/form-data form (curl -F {name}=@photo.jpg).",
+                             code=f"{name}_not_a_file")
 
 
 def _stem(filename: str) -> str:

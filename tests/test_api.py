@@ -299,3 +299,80 @@ def test_api_key_guards_the_post_endpoints_but_not_health(service):
     answer = remove(client, photo_bytes("camera.png"),
                     headers={"Authorization": "Bearer s3cret"})
     assert answer.content_type == "image/png"
+
+
+# --- Each malformed or over-limit form named for what is wrong (issue 12) ---------
+
+def post_form(client, path: str, body: bytes, content_type: str, **kwargs):
+    return client.request(path, method="POST", body=body, content_type=content_type, **kwargs)
+
+
+@pytest.mark.parametrize("content_type", [
+    "multipart/form-data", "multipart/form-data; charset=utf-8", "Multipart/Form-Data;"])
+def test_a_form_without_a_boundary_is_400_not_415(client, content_type):
+    body, _ = multipart_body(photo_bytes("camera.png"), "camera.png")
+    response = post_form(client, "/api/bg/remove", body, content_type, status=400)
+    assert response.json["error"] == "missing_boundary"
+    response = post_form(client, "/api/bg/remove", body,
+                         "multipart/form-data; boundary=" + "b" * 71, status=400)
+    assert response.json["error"] == "invalid_boundary"
+
+
+def test_each_form_limit_is_a_413_naming_that_limit(client):
+    data = photo_bytes("camera.png")
+    many_fields = {f"f{i}": "v" for i in range(16)}  # with the file: 17 parts
+    cases = [
+        (multipart_body(data, "c.png", many_fields), "too_many_parts", "at most 16 parts"),
+        (multipart_body(data, "c.png", disposition='form-data; name="file"; filename="c.png"; x="'
+                        + "p" * 9000 + '"'), "part_headers_too_large", "at most 8192 bytes"),
+        (multipart_body(data, "c.png", {"color": "x" * (64 * 1024 + 1)}), "field_too_large",
+         f"at most {64 * 1024} bytes"),
+    ]
+    for (body, content_type), code, limit in cases:
+        response = post_form(client, "/api/bg/remove", body, content_type, status=413)
+        assert response.json["error"] == code
+        assert limit in response.json["message"] and "MB" not in response.json["message"]
+
+
+def test_a_file_over_the_limit_is_413_naming_the_file_limit(service):
+    small = webtest.TestApp(Service(make_settings(max_upload_mb=0.01), service.segmenter))
+    body, content_type = multipart_body(b"\0" * 20_000, "big.png")
+    response = post_form(small, "/api/bg/remove", body, content_type, status=413)
+    assert response.json["error"] == "file_too_large"
+    assert f"at most {int(0.01 * 1024 * 1024)} bytes" in response.json["message"]
+
+
+@pytest.mark.parametrize("disposition, expected", [
+    # Not UTF-8, with no plain filename to fall back on: the bad byte replaced.
+    ("filename*=UTF-8''caf%E9.png",
+     "attachment; filename=\"nobg_caf.png\"; filename*=UTF-8''nobg_caf%EF%BF%BD.png"),
+    # Not UTF-8, with a plain one: that one.
+    ("filename*=UTF-8''caf%E9.png; filename=\"cafe.png\"", 'attachment; filename="nobg_cafe.png"'),
+    # RFC 2231 continuations, joined and decoded; a CR LF in them still never raw.
+    ("filename*0*=UTF-8''a%0D%0ASet-; filename*1=\"Cookie: x=1.png\"",
+     'attachment; filename="nobg_a_Set-Cookie_ x_1.png"; '
+     "filename*=UTF-8''nobg_a%0D%0ASet-Cookie%3A%20x%3D1.png"),
+])
+def test_a_filename_in_any_form_is_a_file_named_safely(client, disposition, expected):
+    body, content_type = multipart_body(
+        photo_bytes("camera.png"), "", disposition=f'form-data; name="file"; {disposition}')
+    response = post_form(client, "/api/bg/remove", body, content_type)
+    assert response.status_int == 200 and response.content_type == "image/png"
+    assert response.headers["Content-Disposition"] == expected
+
+
+def test_a_file_field_sent_as_text_is_400_not_ignored(client):
+    data = photo_bytes("camera.png")
+    response = client.post("/api/bg/change_color", params={"bg_file": "beach.jpg"},
+                           upload_files=[("file", "c.png", data)], status=400)
+    assert response.json["error"] == "bg_file_not_a_file"
+    assert "file part" in response.json["message"]
+    response = client.post("/api/bg/change_color?bg_file=beach.jpg", params=data,
+                           content_type="image/png", status=400)
+    assert response.json["error"] == "bg_file_not_a_file"
+    response = client.post("/api/bg/remove", params={"file": "photo.jpg"},
+                           content_type="multipart/form-data", status=400)
+    assert response.json["error"] == "file_not_a_file"
+    response = client.post("/api/bg/remove?file=photo.jpg", params=data,
+                           content_type="image/png", status=400)
+    assert response.json["error"] == "file_not_a_file"
