@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from .numerals import parse_decimal_number, parse_whole_number
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "isnet-general-tiny.onnx"
 DEFAULT_EXTENSIONS = ("png", "jpg", "jpeg", "gif", "bmp", "tiff", "webp")
@@ -121,7 +123,7 @@ class _EnvReader:
         if raw is None:
             return default
         try:
-            value = int(raw)
+            value = parse_whole_number(raw)
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not a whole number") from None
         return self._in_range(name, value, low, high)
@@ -131,11 +133,9 @@ class _EnvReader:
         if raw is None:
             return default
         try:
-            value = float(raw)
+            value = parse_decimal_number(raw)
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not a number") from None
-        if value != value:  # NaN
-            raise ConfigError(f"{name}={raw!r} is not a number")
         return self._in_range(name, value, low, high)
 
     def bool(self, name: str, default: bool) -> bool:

@@ -300,7 +300,8 @@ def encode(image: Image.Image, image_format: str, *, threads: int = 1) -> bytes:
 
 
 _HEX_COLOR = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
-_RGB_TRIPLE = re.compile(r"(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})")
+# NOTE: [0-9], not \d, which takes any script's digits ("２５５"): numerals.py's rule.
+_RGB_TRIPLE = re.compile(r"([0-9]{1,3})\s*,\s*([0-9]{1,3})\s*,\s*([0-9]{1,3})")
 
 
 def parse_color(text: str) -> tuple[int, int, int]:

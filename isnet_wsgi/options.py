@@ -9,10 +9,10 @@ normalised part of a cache key.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Mapping
 
 from .imaging import parse_color
+from .numerals import parse_decimal_number, parse_whole_number
 
 # Output formats per operation, with the aliases accepted for them.
 REMOVE_FORMATS = {"png": "PNG", "webp": "WEBP"}
@@ -139,21 +139,27 @@ class _Given:
         raw = self.text(name)
         if raw is None:
             return default
-        if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        value = _parsed_or_none(parse_whole_number, raw)
+        if value is None or not low <= value <= high:
             raise OptionError(f"invalid_{name}", f"{name} must be a whole number from "
                               f"{low} to {high}; got {raw[:32]!r}.")
-        return int(raw)
+        return value
 
     def number(self, name: str, *, low: float, high: float) -> float | None:
         raw = self.text(name)
         if raw is None:
             return None
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
+        value = _parsed_or_none(parse_decimal_number, raw)
         # NOTE: a radius of 0 would be the unblurred photo: the original background.
-        if not (math.isfinite(value) and low < value <= high):
+        if value is None or not low < value <= high:
             raise OptionError(f"invalid_{name}", f"{name} must be a number above {low:g} "
                               f"and at most {high:g}; got {raw[:32]!r}.")
         return value
+
+
+def _parsed_or_none(parse, raw: str):
+    """``parse(raw)``, or None where it raises ValueError (the caller names the option)."""
+    try:
+        return parse(raw)
+    except ValueError:
+        return None

@@ -100,6 +100,10 @@ def test_remove_refine_true_moves_only_the_unsure_edges(client):
     ({"max_dimension": "1025"}, "invalid_max_dimension"),  # above the ceiling: refused
     ({"max_dimension": "15"}, "invalid_max_dimension"),
     ({"max_dimension": "1.5"}, "invalid_max_dimension"),
+    # Numbers are ASCII digits only, in every option (issue 12).
+    ({"max_dimension": "\uff15\uff11\uff12"}, "invalid_max_dimension"),  # full-width 512
+    ({"max_dimension": "1" * 5000}, "invalid_max_dimension"),  # int() itself would raise
+    ({"crop": "true", "margin": "\u0661\u0660"}, "invalid_margin"),  # Arabic-Indic 10
 ])
 def test_remove_refuses_bad_options_with_a_code(client, params, code):
     response = remove(client, photo_bytes("camera.png"), "camera.png", params=params,
@@ -229,6 +233,11 @@ def test_change_color_blur_keeps_the_background_blurred(client):
     ({"blur": "0"}, "invalid_blur"),
     ({"blur": "101"}, "invalid_blur"),
     ({"blur": "nan"}, "invalid_blur"),
+    ({"blur": "\uff15"}, "invalid_blur"),  # full-width 5: ASCII digits only (issue 12)
+    ({"blur": "1_0"}, "invalid_blur"),
+    ({"blur": "1" * 5000}, "invalid_blur"),
+    ({"color": "\uff12\uff15\uff15,0,0"}, "invalid_color"),  # full-width 255
+    ({"color": "\u0662\u0665\u0665,0,0"}, "invalid_color"),  # Arabic-Indic 255
     ({"blur": "5", "color": "#fff"}, "conflicting_background"),
     ({"max_dimension": "99999"}, "invalid_max_dimension"),
     ({"refine": "2"}, "invalid_refine"),

@@ -59,3 +59,27 @@ def test_the_settings_of_these_options_are_read_and_validated():
     for name, value in (("CACHE_MB", "-1"), ("CACHE_MB", "lots"), ("REFINE_DEFAULT", "2")):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: value})
+
+
+# Numbers as int(), float(), str.isdigit() or the regex \d take them, but not in ASCII digits.
+NOT_ASCII_NUMBERS = ["\uff12\uff15\uff15", "\u0662\u0665\u0665", "\u00b2", "2_5"]
+
+
+@pytest.mark.parametrize("spelled", NOT_ASCII_NUMBERS)
+def test_one_rule_for_numbers_in_every_option_colour_and_setting(spelled):
+    cases = [
+        (lambda n: remove_options({"max_dimension": n}, ceiling_px=1024), OptionError),
+        (lambda n: remove_options({"crop": "1", "margin": n}, ceiling_px=1024), OptionError),
+        (lambda n: color_options({"blur": n}, ceiling_px=1024), OptionError),
+        (lambda n: color_options({"color": f"{n},0,0"}, ceiling_px=1024), OptionError),
+        (lambda n: color_options({"color": f"0, {n}, 0"}, ceiling_px=1024), OptionError),
+        (lambda n: Settings.from_env({"MAX_DIMENSION": n + "0"}), ConfigError),
+        (lambda n: Settings.from_env({"MAX_UPLOAD_MB": n}), ConfigError),
+    ]
+    for parse, error in cases:
+        with pytest.raises(error):
+            parse(spelled)
+    assert color_options({"color": "255,0,0"}, ceiling_px=1024).rgb == (255, 0, 0)
+    assert color_options({"blur": "2.5"}, ceiling_px=1024).blur_radius_px == 2.5
+    assert remove_options({"max_dimension": "255"}, ceiling_px=1024).max_dimension_px == 255
+    assert Settings.from_env({"MAX_DIMENSION": "2550", "MAX_UPLOAD_MB": "2.5"}).max_upload_mb == 2.5
