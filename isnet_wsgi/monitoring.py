@@ -14,6 +14,10 @@ from .http import Request, Response
 from .metrics import Counter, Gauge, Histogram, Registry, SharedCounter
 
 MIB = 1024 * 1024
+# The methods counted by name (RFC 9110's and PATCH); any other is counted as
+# "other", so a client inventing methods cannot grow the metrics.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS",
+                           "TRACE", "PATCH"})
 
 
 class Monitor:
@@ -55,9 +59,13 @@ class Monitor:
         # Unknown paths share one label, so junk URLs cannot grow the metrics.
         return request.path if request.path in self.known_paths else "other"
 
+    @staticmethod
+    def method_of(request: Request) -> str:
+        return request.method if request.method in KNOWN_METHODS else "other"
+
     def after_response(self, request: Request, response: Response, seconds: float) -> None:
         route = self.route_of(request)
-        self.requests.inc(route, request.method, str(response.status))
+        self.requests.inc(route, self.method_of(request), str(response.status))
         self.latency.observe(seconds, route)
         self.log_request(request, response, seconds)
 

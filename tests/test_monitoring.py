@@ -105,3 +105,16 @@ def test_memory_guard_does_nothing_under_the_limit():
     guard.request_recycle = lambda: pytest.fail("recycled under the limit")
     guard.after_response(None, None, 0.0)
     assert not guard.recycle_requested
+
+
+# webtest's lint warns of each unknown method: here they are the point.
+@pytest.mark.filterwarnings("ignore:Unknown REQUEST_METHOD")
+def test_unknown_methods_share_one_label_so_the_series_stay_bounded(logged):
+    client, _ = logged
+    for i in range(50):
+        client.request("/api/bg/health", method=f"JUNK{i}", status=405)
+    client.request("/api/bg/health", method="BREW", status=405)
+    client.request("/api/bg/health", method="DELETE", status=405)
+    samples = families(client.get("/metrics").text)["isnet_requests"].samples
+    methods = {s.labels["method"]: s.value for s in samples if s.labels["status"] == "405"}
+    assert methods == {"other": 51, "DELETE": 1}
