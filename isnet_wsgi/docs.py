@@ -96,11 +96,15 @@ def color_options(settings: Settings) -> list[dict]:
 
 _UPLOAD_ERRORS = {
     "400": _error("Malformed form, missing file, damaged image, or a bad option (the code "
-                  "names it: invalid_format, invalid_mask, invalid_crop, invalid_margin, "
-                  "invalid_max_dimension, invalid_color, invalid_blur, "
-                  "conflicting_background)."),
+                  "names it: missing_boundary, invalid_boundary, malformed_multipart, "
+                  "missing_file, file_not_a_file, bg_file_not_a_file, invalid_format, "
+                  "invalid_mask, invalid_crop, invalid_margin, invalid_max_dimension, "
+                  "invalid_color, invalid_blur, conflicting_background)."),
     "401": _error("API_KEY is set and the request has no valid bearer token."),
-    "413": _error("The upload or the image's pixel count is over the limit."),
+    "413": _error("The upload, the image's pixel count or its decode memory is over a limit "
+                  "(the code names which: body_too_large, file_too_large, field_too_large, "
+                  "part_headers_too_large, too_many_parts, image_too_large, "
+                  "decode_budget_exceeded)."),
     "415": _error("Neither multipart/form-data nor an image body, or not an accepted "
                   "image type."),
     "503": _error("Model not loaded, or processing passed the time limit."),
