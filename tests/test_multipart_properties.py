@@ -9,12 +9,12 @@ from urllib.parse import quote
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
+from isnet_wsgi.headers import parse_options_header
 from isnet_wsgi.multipart import (
     Form,
     FormFile,
     MultipartError,
     boundary_from_content_type,
-    parse_options_header,
     read_form,
 )
 
