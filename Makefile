@@ -18,7 +18,7 @@ export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 # onnxruntime must not phone home.
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup model browser run test bench clean
+.PHONY: setup model browser run test bench clean image image-test
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,15 @@ test: model browser
 
 bench: model
 	$(PY) -m bench
+
+# The Dockerfile, both stages, built with buildah (no Docker daemon) on a local
+# Debian bookworm base; then the image run and checked (deploy/README.md).
+# Root only; installs buildah and debootstrap with apt-get if missing.
+image: setup
+	$(PY) -m deploy.image.build
+
+image-test: image
+	$(PY) -m deploy.image.smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis models/*.onnx
