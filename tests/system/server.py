@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.helpers import multipart_body
+from tests.processes import process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -85,6 +85,26 @@ class Server:
         return [int(pid) for pid in children.read_text().split()]
 
 
+def read_response(sock: socket.socket, timeout_s: float = 30) -> tuple[int, dict, bytes]:
+    """Read one HTTP/1.1 response from a raw socket (headers + Content-Length body)."""
+    sock.settimeout(timeout_s)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
 def server_env(**settings: str) -> dict:
     env = {key: value for key, value in os.environ.items() if key != "API_KEY"}
     env.update({"MALLOC_MMAP_THRESHOLD_": "65536", "ORT_DISABLE_TELEMETRY": "1",
@@ -102,21 +122,12 @@ def running_gunicorn(tmp_path: Path, *, command_prefix: tuple[str, ...] = (),
     """
     port = free_port()
     log_path = tmp_path / f"gunicorn-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
+    with open(log_path, "wb") as log, process_group(
             [*command_prefix, str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=ROOT, stdout=log,
-            stderr=subprocess.STDOUT, env=(env or server_env()) | {"PORT": str(port), **settings})
-    server = Server(process, port, log_path)
-    try:
+            stderr=subprocess.STDOUT,
+            env=(env or server_env()) | {"PORT": str(port), **settings}) as process:
+        server = Server(process, port, log_path)
         server.wait_healthy()
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 

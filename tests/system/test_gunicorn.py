@@ -10,6 +10,7 @@ import time
 from PIL import Image
 
 from isnet_wsgi import memory
+from tests import processes
 from tests.helpers import encode_image, open_image, photo_bytes
 from tests.system.server import GUNICORN, ROOT, free_port, running_gunicorn, server_env
 
@@ -68,9 +69,8 @@ def test_recycled_worker_is_ready_at_once(tmp_path):
 
 
 def start_up_output(**settings: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=ROOT,
-                          env=server_env(PORT=str(free_port()), **settings), capture_output=True,
-                          text=True, timeout=60)
+    return processes.run([str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=ROOT,
+                         env=server_env(PORT=str(free_port()), **settings), timeout=60)
 
 
 def test_missing_model_stops_start_up_with_one_clear_line(tmp_path):

@@ -1,9 +1,9 @@
 """The service makes no network call of its own: nothing but loopback, ever."""
 
 import re
-import subprocess
 import sys
 
+from tests import processes
 from tests.system.server import ROOT
 
 _ADDRESS = re.compile(r'sa_family=AF_INET6?, .*?(?:inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)")')
@@ -41,7 +41,8 @@ def test_the_harness_catches_a_real_lookup_in_the_namespace(tmp_path):
     lookup = "import socket\ntry: socket.getaddrinfo('example.invalid', 80)\nexcept OSError: pass"
     script = (f"ip link set lo up && exec strace -f -qq -e trace=connect,sendto,sendmsg "
               f"-o {trace_log} {sys.executable} -c \"{lookup}\"")
-    subprocess.run(["unshare", "--net", "sh", "-c", script], check=True, timeout=60)
+    result = processes.run(["unshare", "--net", "sh", "-c", script], timeout=60)
+    assert result.returncode == 0, result.stderr
     assert outbound_calls(trace_log.read_text())
 
 
@@ -49,8 +50,7 @@ def test_the_service_makes_no_network_call_of_its_own(tmp_path):
     trace_log = tmp_path / "strace.log"
     script = (f"ip link set lo up && exec {sys.executable} -m tests.system.offline_driver "
               f"{trace_log} {tmp_path}")
-    result = subprocess.run(["unshare", "--net", "sh", "-c", script], cwd=ROOT,
-                            capture_output=True, text=True, timeout=240)
+    result = processes.run(["unshare", "--net", "sh", "-c", script], cwd=ROOT, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "served" in result.stdout
     trace = trace_log.read_text()

@@ -16,6 +16,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.processes import process_group
 from tests.system.server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -74,10 +75,10 @@ def _call(method: str, url: str, payload: dict | None = None, timeout_s: float =
 def headless_chromium(profile_dir: Path):
     """Start chromedriver and one headless Chromium session; stop both afterwards."""
     port = free_port()
-    driver = subprocess.Popen([str(CHROMEDRIVER), f"--port={port}", "--allowed-ips=127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"
-    try:
+    # chromedriver starts Chromium and its helpers in the same group: all stop.
+    with process_group([str(CHROMEDRIVER), f"--port={port}", "--allowed-ips=127.0.0.1"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as driver:
         _wait_ready(base_url, driver)
         capabilities = {"browserName": "chrome", "goog:chromeOptions": {
             "binary": str(CHROMIUM), "args": [*OFFLINE_FLAGS, f"--user-data-dir={profile_dir}"]}}
@@ -88,9 +89,6 @@ def headless_chromium(profile_dir: Path):
             yield browser
         finally:
             _call("DELETE", f"{base_url}/session/{browser.session_id}")
-    finally:
-        driver.terminate()
-        driver.wait(timeout=30)
 
 
 def _wait_ready(base_url: str, driver: subprocess.Popen, timeout_s: float = 30) -> None:
