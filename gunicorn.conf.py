@@ -33,7 +33,9 @@ backlog = 64
 # One sync worker: inference uses every core through onnxruntime's own thread
 # pool, so a second worker would only double the memory.
 workers = 1
-worker_class = "sync"
+# gunicorn's sync worker, plus a time limit on each client (a slow one gets a
+# 408 and the next is served) and the API's JSON for gunicorn's own errors.
+worker_class = "isnet_wsgi.worker.BoundedSyncWorker"
 # Seconds a request may run before the master kills and replaces the worker.
 timeout = _settings.request_timeout_s
 graceful_timeout = _settings.request_timeout_s

@@ -32,6 +32,9 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 RAW_CHUNK_BYTES = 64 * 1024
 # Seconds kept back from the request timeout for decoding, encoding and sending.
 RESPONSE_MARGIN_S = 5.0
+# The least inference time a request gets: a request whose budget is spent
+# (a short timeout, a long upload) is answered 503 at once, not killed.
+MIN_INFERENCE_BUDGET_S = 0.1
 _IMAGE_ERRORS = {
     imaging.ImageTooLarge: PayloadTooLarge,
     imaging.UnsupportedImage: UnsupportedMediaType,
@@ -110,7 +113,7 @@ class BackgroundAPI:
         options = _checked(remove_options, upload.values, ceiling_px=self.settings.max_dimension_px,
                            refine_default=self.settings.refine_default)
         return self._answer("remove", upload, options, lambda: self.pipeline.remove(
-            upload.file.data, options, timeout_s=self._inference_budget_s()))
+            upload.file.data, options, timeout_s=self._inference_budget_s(request)))
 
     def change_color(self, request: Request) -> Response:
         upload = self._upload(request, background=True)
@@ -120,7 +123,7 @@ class BackgroundAPI:
         background = upload.background.data if upload.background else None
         return self._answer("change_color", upload, options, lambda: self.pipeline.change_color(
             upload.file.data, options, background_data=background,
-            timeout_s=self._inference_budget_s()))
+            timeout_s=self._inference_budget_s(request)))
 
     def clear_cache(self, request: Request) -> Response:
         self._authorise(request)
@@ -248,8 +251,12 @@ class BackgroundAPI:
                 f"{', '.join(self.settings.allowed_extensions)}.",
                 code="unsupported_extension")
 
-    def _inference_budget_s(self) -> float:
-        return max(1.0, self.settings.request_timeout_s - RESPONSE_MARGIN_S)
+    def _inference_budget_s(self, request: Request) -> float:
+        # NOTE: counted from the request's arrival: the body read (up to
+        # UPLOAD_TIMEOUT_S) comes out of the same REQUEST_TIMEOUT_S.
+        spent_s = time.monotonic() - request.received_at
+        return max(MIN_INFERENCE_BUDGET_S,
+                   self.settings.request_timeout_s - RESPONSE_MARGIN_S - spent_s)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,13 @@ class Settings:
     port: int = 5000
     max_upload_mb: float = 8.0
     request_timeout_s: int = 60
+    # One client's share of the single worker (isnet_wsgi/client_limits.py):
+    # the head within this many seconds of connecting, then the body at a
+    # minimum average rate after a grace, and whole within its own timeout.
+    request_head_timeout_s: float = 5.0
+    upload_grace_s: float = 2.0
+    min_upload_rate_kb_s: float = 32.0
+    upload_timeout_s: float = 20.0
     # Never logged or shown: repr=False keeps it out of tracebacks and logs.
     api_key: str | None = dataclasses.field(default=None, repr=False)
 
@@ -79,6 +86,11 @@ class Settings:
             port=reader.int("PORT", 5000, low=1, high=65535),
             max_upload_mb=reader.float("MAX_UPLOAD_MB", 8.0, low=0.001, high=1024),
             request_timeout_s=reader.int("REQUEST_TIMEOUT_S", 60, low=1, high=3600),
+            request_head_timeout_s=reader.float("REQUEST_HEAD_TIMEOUT_S", 5.0, low=0.1, high=600),
+            upload_grace_s=reader.float("UPLOAD_GRACE_S", 2.0, low=0, high=600),
+            min_upload_rate_kb_s=reader.float("MIN_UPLOAD_RATE_KB_S", 32.0, low=0.001,
+                                              high=1_000_000),
+            upload_timeout_s=reader.float("UPLOAD_TIMEOUT_S", 20.0, low=0.1, high=3600),
             api_key=env.get("API_KEY") or None,
             max_dimension_px=reader.int("MAX_DIMENSION", 1024, low=16, high=8192),
             max_image_pixels=reader.int("MAX_IMAGE_PIXELS", 25_000_000, low=1024, high=500_000_000),

@@ -1,13 +1,14 @@
 """Request and Response helpers, and one HTTPError subclass per status.
 
-An HTTPError is itself a response, so a handler can ``raise`` one anywhere and
-the app turns it into a JSON body ``{"error": code, "message": text}``.
+A handler can ``raise`` an HTTPError anywhere; the app answers it with
+``to_response()``, a JSON body ``{"error": code, "message": text}``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 import unicodedata
 import uuid
 from http import HTTPStatus
@@ -44,7 +45,8 @@ class Response:
 
 
 class HTTPError(Exception):
-    """An error the client can do something about; a 4xx unless said otherwise."""
+    """An error answered as JSON; the base class is the plain 500 of a bug,
+    its subclasses the 4xx/503 a client can do something about."""
 
     status = 500
     code = "internal_error"
@@ -88,6 +90,12 @@ class MethodNotAllowed(HTTPError):
         self.headers.append(("Allow", ", ".join(allowed)))
 
 
+class RequestTimeout(HTTPError):
+    """The client sent its request too slowly (isnet_wsgi/client_limits.py)."""
+
+    status, code, message = 408, "request_timeout", "The request arrived too slowly."
+
+
 class PayloadTooLarge(HTTPError):
     status, code, message = 413, "payload_too_large", "The upload is too large."
 
@@ -114,6 +122,8 @@ class Request:
 
     def __init__(self, environ: dict):
         self.environ = environ
+        # The head has been read; the request's time budget counts from here.
+        self.received_at = time.monotonic()
         given = self.header("X-Request-ID") or ""
         self.request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
@@ -177,7 +187,7 @@ class BoundedReader:
                 return b""
         try:
             chunk = self._stream.read(size)
-        except MemoryError:
+        except (MemoryError, HTTPError):  # HTTPError: RequestTimeout, a slow client
             raise
         except Exception as error:
             # The server's reader raises its own errors for a broken transfer
