@@ -101,6 +101,8 @@ _UPLOAD_ERRORS = {
                   "invalid_mask, invalid_crop, invalid_margin, invalid_max_dimension, "
                   "invalid_color, invalid_blur, conflicting_background)."),
     "401": _error("API_KEY is set and the request has no valid bearer token."),
+    "408": _error("The request arrived too slowly (header_timeout, body_timeout: see "
+                  "REQUEST_HEAD_TIMEOUT_S, MIN_UPLOAD_RATE_KB_S, UPLOAD_TIMEOUT_S)."),
     "413": _error("The upload, the image's pixel count or its decode memory is over a limit "
                   "(the code names which: body_too_large, file_too_large, field_too_large, "
                   "part_headers_too_large, too_many_parts, image_too_large, "
