@@ -44,7 +44,9 @@ def parse_options_header(value: str | None) -> tuple[str, dict[str, str]]:
     replaced: dict[str, str] = {}  # extended values that did not: the last resort
     for match in _PARAM_RE.finditer(semicolon + rest):
         key, raw = match.group(1).lower(), (match.group(2) or "").strip()
-        if continuation := _CONTINUATION_RE.fullmatch(key):
+        # PERF: most keys have no "*", and then no regex is run for them.
+        continuation = "*" in key and _CONTINUATION_RE.fullmatch(key)
+        if continuation:
             name, index, star = continuation.groups()
             pieces.setdefault(name, {}).setdefault(int(index), (raw, star == "*"))
         elif key.endswith("*"):

@@ -24,6 +24,7 @@ from isnet_wsgi.headers import parse_options_header
         ),
         ("form-data; filename*=iso-8859-1'en'%E9t%E9.png", ("form-data", {"filename": "été.png"})),
         ('form-data; name="a"; name="b"', ("form-data", {"name": "a"})),
+        ("form-data; a*b=1", ("form-data", {"a*b": "1"})),  # a "*" inside: a plain key
         ("text/plain", ("text/plain", {})),
         ("", ("", {})),
         (None, ("", {})),
