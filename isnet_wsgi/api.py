@@ -37,6 +37,7 @@ RESPONSE_MARGIN_S = 5.0
 MIN_INFERENCE_BUDGET_S = 0.1
 _IMAGE_ERRORS = {
     imaging.ImageTooLarge: PayloadTooLarge,
+    imaging.DecodeBudgetExceeded: PayloadTooLarge,
     imaging.UnsupportedImage: UnsupportedMediaType,
     imaging.InvalidImage: BadRequest,
 }
@@ -88,6 +89,8 @@ class BackgroundAPI:
                 "rss_mb": memory.rss_mb(),
                 "peak_rss_mb": memory.peak_rss_mb(),
                 "limit_mb": settings.memory_limit_mb,
+                # The container's (cgroup's) memory limit; None when there is none.
+                "cgroup_limit_mb": memory.cgroup_memory_limit_mb(),
                 "model_loaded": self.segmenter.loaded,
             },
             "max_file_size_mb": settings.max_upload_mb,

@@ -47,6 +47,9 @@ class Settings:
     # Images
     max_dimension_px: int = 1024
     max_image_pixels: int = 25_000_000
+    # Memory one image's decode may take (pixels, decoder buffers, shrink),
+    # estimated from its header; above it the upload is refused (413).
+    decode_budget_mb: int = 160
     allowed_extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     # Encoded results kept per worker for repeated requests; 0 turns it off.
     cache_mb: float = 8.0
@@ -75,6 +78,10 @@ class Settings:
         return int(self.cache_mb * 1024 * 1024)
 
     @property
+    def decode_budget_bytes(self) -> int:
+        return self.decode_budget_mb * 1024 * 1024
+
+    @property
     def manifest_path(self) -> Path:
         return self.model_path.with_suffix(".json")
 
@@ -94,6 +101,7 @@ class Settings:
             api_key=env.get("API_KEY") or None,
             max_dimension_px=reader.int("MAX_DIMENSION", 1024, low=16, high=8192),
             max_image_pixels=reader.int("MAX_IMAGE_PIXELS", 25_000_000, low=1024, high=500_000_000),
+            decode_budget_mb=reader.int("DECODE_BUDGET_MB", 160, low=16, high=65536),
             allowed_extensions=reader.words("ALLOWED_EXTENSIONS", DEFAULT_EXTENSIONS),
             cache_mb=reader.float("CACHE_MB", 8.0, low=0, high=4096),
             refine_default=reader.bool("REFINE_DEFAULT", False),

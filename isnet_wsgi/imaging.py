@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 
-from . import png
+from . import png, shrink
 
 # Pillow's names for the formats behind the allowed extensions. Opening is
 # restricted to these, so no other decoder ever sees untrusted bytes.
@@ -27,6 +27,18 @@ FORMAT_BY_EXTENSION = {
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError,
                   TypeError, KeyError, ZeroDivisionError, struct.error)
 
+_MIB = 1024 * 1024
+# What a decode takes beyond what decode_cost_bytes counts (Python objects,
+# zlib's window, libjpeg's tables): measured at 0.5-1 MB, counted as 8.
+_DECODE_OVERHEAD_BYTES = 8 * _MIB
+_EXIF_ORIENTATION = 0x0112
+# What each EXIF orientation needs to be upright (as ImageOps.exif_transpose).
+_TRANSPOSE_BY_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 # A flat model output (max == min) must not divide by zero.
 _MASK_EPSILON = 1e-6
 # Mask values at or below this count as background when cropping: the
@@ -52,13 +64,20 @@ class ImageTooLarge(InvalidImage):
     code = "image_too_large"
 
 
+class DecodeBudgetExceeded(ImageTooLarge):
+    """Decoding the image would take more memory than the budget (413)."""
+
+    code = "decode_budget_exceeded"
+
+
 def decode(data: bytes, *, formats: tuple[str, ...], max_pixels: int,
-           max_dimension_px: int) -> Image.Image:
+           max_dimension_px: int, budget_bytes: int | None = None) -> Image.Image:
     """Decode an upload into an RGB or RGBA image no larger than max_dimension_px.
 
-    The pixel budget is checked from the header, before any pixel is decoded,
-    so a small file declaring 40000x40000 px costs nothing. Only the first
-    frame of an animation is used; EXIF orientation is applied.
+    The pixel budget and the memory budget are checked from the header,
+    before any pixel is decoded, so a small file declaring 40000x40000 px, or
+    5000x5000 px of 16-bit samples, costs nothing. Only the first frame of an
+    animation is used; EXIF orientation is applied.
     """
     if not data:
         raise InvalidImage("The file is empty.")
@@ -73,17 +92,24 @@ def decode(data: bytes, *, formats: tuple[str, ...], max_pixels: int,
     if image.format == "JPEG":
         # PERF: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image
         # will be shrunk anyway: less memory and time than a full decode.
-        image.draft(image.mode, _fit_size(image.size, max_dimension_px))
+        image.draft(image.mode, shrink.fit_size(image.size, max_dimension_px))
+    needed_bytes = decode_cost_bytes(image, (width, height), max_dimension_px)
+    if budget_bytes is not None and needed_bytes > budget_bytes:
+        raise DecodeBudgetExceeded(
+            f"Decoding this {width}x{height} px {image.format} image ({image.mode}) would "
+            f"take about {needed_bytes / _MIB:.0f} MB; the decode budget is "
+            f"{budget_bytes / _MIB:.0f} MB.")
     try:
         image.load()
-        # PERF: in place: without it Pillow copies every image, rotated or not.
-        ImageOps.exif_transpose(image, in_place=True)
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
     except Image.DecompressionBombError as error:
         raise ImageTooLarge(str(error)) from None
     except _DECODE_ERRORS:
         raise InvalidImage("The image data is damaged or truncated.") from None
-    image = _to_rgb_or_rgba(image)
-    return fit_within(image, max_dimension_px)
+    # PERF: rotated after shrinking, so the turn copies 1024 px, not the original.
+    image = shrink.shrunk_rgb_or_rgba(image, max_dimension_px)
+    transpose = _TRANSPOSE_BY_ORIENTATION.get(orientation)
+    return image if transpose is None else image.transpose(transpose)
 
 
 def _open(data: bytes, formats: tuple[str, ...]) -> Image.Image:
@@ -102,43 +128,70 @@ def _open(data: bytes, formats: tuple[str, ...]) -> Image.Image:
         raise InvalidImage("The image header is damaged.") from None
 
 
-def _to_rgb_or_rgba(image: Image.Image) -> Image.Image:
-    mode = image.mode
-    if mode in ("RGB", "RGBA"):
-        return image
-    if mode.startswith("I") or mode == "F":
-        return _high_bit_depth_to_rgb(image)
-    has_alpha = mode in ("LA", "La", "PA", "RGBa") or (
-        mode == "P" and "transparency" in image.info)
-    return image.convert("RGBA" if has_alpha else "RGB")
+def decode_cost_bytes(image: Image.Image, header_size: tuple[int, int],
+                      max_dimension_px: int) -> int:
+    """Bytes decoding and shrinking this opened (not yet loaded) image takes at most.
 
-
-def _high_bit_depth_to_rgb(image: Image.Image) -> Image.Image:
-    """16-bit and 32-bit greyscale to 8-bit RGB, scaling instead of clipping.
-
-    NOTE: Pillow's own convert("L") clips I;16 values above 255 to white.
+    ``header_size`` is the size the file declares; ``image.size`` may be
+    smaller after a JPEG draft. Counted: the decoded pixels as Pillow stores
+    them, the decoder's own buffers, and the shrink's strips and results.
     """
-    values = np.asarray(image, dtype=np.float32)
-    if image.mode.startswith("I;16"):
-        peak = 65535.0
-    else:
-        peak = float(values.max()) if values.size and values.max() > 255 else 255.0
-    grey = np.clip(values * (255.0 / max(peak, 1.0)), 0, 255).round().astype(np.uint8)
-    return Image.fromarray(grey, "L").convert("RGB")
+    width, height = image.size
+    # NOTE: Pillow also keeps a pointer per row: 100 MB for a 2 x 12,500,000 image.
+    decoded = height * (width * _bytes_per_pixel(image.mode) + 8)
+    return (_DECODE_OVERHEAD_BYTES + decoded + _decoder_bytes(image, header_size)
+            + shrink.cost_bytes(image.mode, image.size, max_dimension_px))
 
 
-def _fit_size(size: tuple[int, int], max_px: int) -> tuple[int, int]:
-    width, height = size
-    scale = min(1.0, max_px / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
+def _bytes_per_pixel(mode: str) -> int:
+    # Pillow keeps 1 byte for 1, L and P, 2 for I;16*, and 4 for the rest
+    # (RGB and LA included: one 32-bit word per pixel).
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
 
 
-def fit_within(image: Image.Image, max_px: int) -> Image.Image:
-    """Scale down (never up) so the long side is at most max_px."""
-    target = _fit_size(image.size, max_px)
-    if target == image.size:
-        return image
-    return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+def _decoder_bytes(image: Image.Image, header_size: tuple[int, int]) -> int:
+    """The decoder's buffers beside the image, from its format (measured, see tests)."""
+    width, height = header_size
+    if image.format == "WEBP":
+        # libwebp's animation decoder (Pillow's only one) keeps two RGBA
+        # canvases, and Pillow copies the frame into bytes before the image.
+        return 3 * width * height * 4
+    if image.format == "PNG":
+        # The current and previous row, at up to 8 bytes a pixel (RGBA, 16 bits).
+        return 2 * width * 8
+    if image.format == "TIFF":
+        # libtiff decodes a strip or tile at a time into a buffer of its own,
+        # as big as the file declares it.
+        tags = image.tag_v2
+        if _tiff_number(tags, 322):  # TileWidth
+            block_pixels = _tiff_number(tags, 322) * _tiff_number(tags, 323, height)
+        else:  # RowsPerStrip
+            block_pixels = width * min(height, _tiff_number(tags, 278, height))
+        return block_pixels * max(4, _tiff_number(tags, 277, 1) * _tiff_sample_bytes(tags))
+    if image.format == "JPEG" and image.info.get("progressive"):
+        # A progressive JPEG keeps every DCT coefficient (2 bytes) of every
+        # component at its full sampled size, whatever the draft scale.
+        layers = [(max(1, h), max(1, v)) for _, h, v, _ in getattr(image, "layer", ())]
+        layers = layers or [(1, 1)] * len(image.getbands())
+        most_h, most_v = max(h for h, _ in layers), max(v for _, v in layers)
+        return 2 * sum(-(-width * h // most_h) * -(-height * v // most_v) for h, v in layers)
+    return 0
+
+
+def _tiff_number(tags, tag: int, default: int = 0) -> int:
+    """A positive whole-number TIFF tag, or the default for one missing or odd."""
+    value = tags.get(tag)
+    return value if isinstance(value, int) and value > 0 else default
+
+
+def _tiff_sample_bytes(tags) -> int:
+    """Bytes per sample from BitsPerSample (one number, or one per sample)."""
+    bits = tags.get(258)
+    given = [b for b in (bits if isinstance(bits, tuple) else (bits,))
+             if isinstance(b, int) and 0 < b <= 64]
+    return -(-max(given, default=8) // 8)
 
 
 def to_tensor(image: Image.Image, size_px: tuple[int, int], *,

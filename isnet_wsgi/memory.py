@@ -82,3 +82,52 @@ def trim() -> bool:
     if _libc is None:
         return False
     return bool(_libc.malloc_trim(0))
+
+
+# Where each cgroup hierarchy is mounted: v1 has one per controller, v2 one for all.
+_CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory"
+_CGROUP_V2_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")
+# v1 writes "no limit" as the largest page-aligned 64-bit value; v2 as "max".
+_NO_LIMIT_BYTES = 1 << 60
+
+
+def cgroup_memory_limit_mb(proc_cgroup: str = "/proc/self/cgroup") -> float | None:
+    """The memory limit of this process's cgroup, in MiB; None when there is none.
+
+    The smallest limit on the way up to the hierarchy's root, since a parent's
+    limit binds its children too (a container's limit sits on a group above
+    the one a supervisor may put the service in).
+    """
+    try:
+        with open(proc_cgroup) as lines:
+            entries = [line.rstrip("\n").split(":", 2) for line in lines]
+    except OSError:
+        return None
+    limits = []
+    for _, controllers, path in (entry for entry in entries if len(entry) == 3):
+        if "memory" in controllers.split(","):
+            limits += _limits_upward(_CGROUP_V1_MEMORY, path, "memory.limit_in_bytes")
+        elif controllers == "":
+            for root in _CGROUP_V2_ROOTS:
+                limits += _limits_upward(root, path, "memory.max")
+    limits = [limit for limit in limits if limit < _NO_LIMIT_BYTES]
+    return round(min(limits) / (1024 * 1024), 1) if limits else None
+
+
+def _limits_upward(root: str, path: str, file_name: str) -> list[int]:
+    """The limits in ``file_name`` from ``root + path`` up to ``root``.
+
+    NOTE: inside a container with its own cgroup namespace ``path`` is "/",
+    and the mount's root is the container's group: both cases read right.
+    """
+    limits = []
+    parts = [part for part in path.split("/") if part]
+    for depth in range(len(parts), -1, -1):
+        try:
+            with open(os.path.join(root, *parts[:depth], file_name)) as limit_file:
+                text = limit_file.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return limits

@@ -60,7 +60,8 @@ class Pipeline:
         """The image, scaled so its long side is at most the option or the ceiling."""
         return imaging.decode(data, formats=self.formats,
                               max_pixels=self.settings.max_image_pixels,
-                              max_dimension_px=max_dimension_px or self.settings.max_dimension_px)
+                              max_dimension_px=max_dimension_px or self.settings.max_dimension_px,
+                              budget_bytes=self.settings.decode_budget_bytes)
 
     def mask(self, image: Image.Image, *, refine: bool = False,
              timeout_s: float | None = None) -> Image.Image:

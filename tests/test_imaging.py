@@ -9,14 +9,14 @@ import pytest
 from PIL import Image
 
 from tests.helpers import encode_image, open_image, photo_bytes
-from isnet_wsgi import imaging
+from isnet_wsgi import imaging, memory, shrink
 
 FORMATS = tuple(sorted(set(imaging.FORMAT_BY_EXTENSION.values())))
 
 
-def decode(data, max_pixels=25_000_000, max_dimension_px=1024):
+def decode(data, max_pixels=25_000_000, max_dimension_px=1024, budget_bytes=None):
     return imaging.decode(data, formats=FORMATS, max_pixels=max_pixels,
-                          max_dimension_px=max_dimension_px)
+                          max_dimension_px=max_dimension_px, budget_bytes=budget_bytes)
 
 
 def gradient(mode_size=(64, 48)):
@@ -173,3 +173,119 @@ def test_quantised_tensor_applies_mean_std_and_quantisation_per_channel():
     expected = np.clip(np.rint(floats / np.float32(0.02)) + 120, 0, 255).astype(np.uint8)
     assert quantised.dtype == np.uint8
     np.testing.assert_array_equal(quantised, expected)
+
+
+# --- The decode memory budget ---------------------------------------------
+
+BUDGET_BYTES = 160 * 1024 * 1024  # DECODE_BUDGET_MB's default
+
+
+def png_of_rows(width: int, height: int, bit_depth: int, colour_type: int, row: bytes) -> bytes:
+    """A PNG of identical rows, written directly: kilobytes for any size."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    pixels = zlib.compress((b"\0" + row) * height, 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
+            + chunk(b"IEND", b""))
+
+
+# The small files of issue 12 that decode huge, each a few KB.
+SMALL_BUT_HUGE = {
+    "5000x5000 lossless RGBA WebP": lambda: encode_image(
+        Image.new("RGBA", (5000, 5000), (10, 200, 30, 128)), "WEBP", lossless=True),
+    "5000x5000 float TIFF": lambda: encode_image(
+        Image.new("F", (5000, 5000), 1234.5), "TIFF", compression="tiff_adobe_deflate"),
+    "5000x5000 16-bit grey PNG": lambda: png_of_rows(5000, 5000, 16, 0, b"\x12\x34" * 5000),
+    "25000000x1 RGB PNG": lambda: png_of_rows(25_000_000, 1, 8, 2, b"\x80\x40\x20" * 25_000_000),
+}
+
+
+@pytest.mark.parametrize("name", SMALL_BUT_HUGE)
+def test_a_small_file_that_decodes_huge_stays_within_the_budget(name):
+    data = SMALL_BUT_HUGE[name]()
+    assert len(data) < 200_000
+    memory.trim()
+    memory.reset_peak_rss()
+    before_mb = memory.rss_mb()
+    try:
+        image = decode(data, budget_bytes=BUDGET_BYTES)
+    except imaging.DecodeBudgetExceeded as error:
+        assert "the decode budget is 160 MB" in str(error)
+    else:
+        assert image.mode in ("RGB", "RGBA") and max(image.size) == 1024
+    assert memory.peak_rss_mb() - before_mb < BUDGET_BYTES / 2**20
+
+
+@pytest.mark.parametrize("name", ["5000x5000 lossless RGBA WebP", "25000000x1 RGB PNG"])
+def test_the_worst_of_them_are_refused_before_decoding(name):
+    with pytest.raises(imaging.DecodeBudgetExceeded) as refused:
+        decode(SMALL_BUT_HUGE[name](), budget_bytes=BUDGET_BYTES)
+    assert refused.value.code == "decode_budget_exceeded"
+    assert isinstance(refused.value, imaging.ImageTooLarge)  # answered 413
+
+
+def test_the_budget_counts_bytes_not_pixels():
+    data = png_of_rows(3000, 3000, 16, 6, b"\x12\x34\x56\x78\x9a\xbc\xde\xf0" * 3000)
+    assert decode(data, budget_bytes=64 * 2**20).mode == "RGBA"
+    with pytest.raises(imaging.DecodeBudgetExceeded, match="3000x3000 px PNG.* 16 MB"):
+        decode(data, budget_bytes=16 * 2**20)
+
+
+def gradient_image(mode: str, size: tuple[int, int]) -> Image.Image:
+    """Bands that vary along both axes, so a shifted or seamed strip would show."""
+    width, height = size
+    x, y = np.meshgrid(np.arange(width), np.arange(height))
+    # Alpha stays >= 128: below that, un-premultiplying magnifies one level of
+    # difference in the premultiplied pixels into many.
+    bands = [(x * 7 + y * 3) % 256, (x // 5 + y * 11) % 256, (x * y) % 256,
+             128 + (x + y * 5) % 128]
+    rgba = Image.fromarray(np.stack(bands, axis=-1).astype(np.uint8), "RGBA")
+    if mode in ("RGBA", "LA"):
+        return rgba.convert(mode)
+    return rgba.convert("RGB").convert(mode)  # P: a palette without transparency
+
+
+@pytest.mark.parametrize("mode, size", [
+    ("RGBA", (2500, 1900)),   # LANCZOS in strips
+    ("RGBA", (7000, 900)),    # reduced by 2 in strips, then LANCZOS
+    ("LA", (1900, 2500)),
+    ("P", (3300, 1200)),
+    ("RGB", (4100, 700)),     # Pillow's own resize: no copy to avoid
+])
+def test_shrinking_in_strips_gives_pillows_whole_image_pixels(mode, size):
+    image = gradient_image(mode, size)
+    expected = image.convert("RGBA" if mode in ("RGBA", "LA") else "RGB").resize(
+        shrink.fit_size(size, 1024), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    decoded = decode(encode_image(image, "PNG", compress_level=1))
+    assert decoded.mode == expected.mode and decoded.size == expected.size
+    # The strips' boxes are the whole image's to within float rounding: a
+    # fixed-point coefficient may round the other way, one level, for ~0.1%
+    # of the values of this (deliberately busy) pattern.
+    difference = np.abs(np.asarray(decoded, int) - np.asarray(expected, int))
+    assert difference.max() <= (2 if decoded.mode == "RGBA" else 1)
+    assert np.count_nonzero(difference) < difference.size / 100
+
+
+@pytest.mark.parametrize("mode, peak", [("I;16", 65535), ("I", 70000), ("F", 3000.0)])
+def test_large_high_bit_depth_images_keep_their_tones(mode, peak):
+    ramp = np.tile(np.linspace(0, peak, 3000, dtype=np.float64), (2000, 1))
+    dtype = {"I;16": "<u2", "I": np.int32, "F": np.float32}[mode]
+    image = Image.fromarray(ramp.astype(dtype))
+    assert image.mode == mode
+    grey = np.asarray(decode(encode_image(image, "TIFF")).convert("L"), int)
+    assert grey.shape == (683, 1024)
+    assert grey[:, :8].mean() < 5 and grey[:, -8:].mean() > 250
+    assert abs(grey[:, 512].mean() - 127.5) < 3  # scaled, not clipped
+
+
+def test_exif_orientation_is_applied_to_a_shrunk_png():
+    image = gradient_image("RGB", (2000, 1000))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    decoded = decode(encode_image(image, "PNG", exif=exif.tobytes()))
+    assert decoded.size == (512, 1024)
+    expected = image.resize((1024, 512), Image.Resampling.LANCZOS).transpose(
+        Image.Transpose.ROTATE_270)
+    assert np.abs(np.asarray(decoded, int) - np.asarray(expected, int)).max() <= 1
