@@ -76,8 +76,10 @@ class WSGIApp:
             return handler(request)
         except HTTPError as error:
             return error.to_response()
-        except (MemoryError, SystemExit, KeyboardInterrupt):
-            # Never swallowed: gunicorn must see these and replace the worker.
+        except MemoryError:
+            # Never swallowed (it is an Exception): gunicorn must see it and
+            # replace the worker. SystemExit and KeyboardInterrupt pass by
+            # themselves: they are not Exceptions.
             raise
         except Exception:
             # A bug: log the traceback once, answer a plain 500.

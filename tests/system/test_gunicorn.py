@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -14,8 +15,17 @@ from tests import processes
 from tests.helpers import encode_image, open_image, photo_bytes
 from tests.system.server import GUNICORN, ROOT, free_port, running_gunicorn, server_env
 
-# The issue's bound for one worker serving 1024-px images (goal: 300 MB).
-WORKER_PEAK_RSS_LIMIT_MB = 400
+# The README's figure for one worker's peak on a 1024-px image ("226-230 MB
+# peak for the worker"), read from the README so the two cannot drift apart;
+# the test allows 15% over it, for a fresh clone's page cache and noise.
+README_WORKER_PEAK = re.compile(r"(\d+)-(\d+) MB\s+peak for the\s+worker")
+PEAK_ALLOWANCE = 1.15
+
+
+def readme_worker_peak_mb() -> float:
+    match = README_WORKER_PEAK.search((ROOT / "README.md").read_text())
+    assert match, "the README no longer states the worker's peak"
+    return float(match.group(2))
 
 
 def test_serves_a_cutout_over_http(server):
@@ -48,8 +58,9 @@ def test_worker_peak_memory_for_a_1024px_image(server):
     assert status == 200 and open_image(body).size == (1024, 1024)
     worker = server.json("/api/bg/status")["worker_pid"]
     peak_mb = memory.peak_rss_mb(worker)
-    print(f"worker peak RSS after a 1024-px request: {peak_mb} MB")
-    assert peak_mb <= WORKER_PEAK_RSS_LIMIT_MB
+    stated_mb = readme_worker_peak_mb()
+    print(f"worker peak RSS after a 1024-px request: {peak_mb} MB (README: {stated_mb} MB)")
+    assert peak_mb <= stated_mb * PEAK_ALLOWANCE
 
 
 def test_recycled_worker_is_ready_at_once(tmp_path):
