@@ -110,6 +110,7 @@ class Config:
         unsupported = [field for field, value in (
             ("ORT defaults", self.ort_defaults), ("OrtArenaCfg", self.arena_cfg),
             ("prepacking off", not self.prepacking),
+            ("spinning off", not self.allow_spinning),
             ("IOBinding", self.iobinding), ("graph level", self.graph_optimization != "all"))
             if value]
         if unsupported:
@@ -121,10 +122,6 @@ class Config:
                "MALLOC_MMAP_THRESHOLD_KB": str(mmap_bytes // 1024)}
         if self.intra_op_threads:
             env["INTRA_OP_THREADS"] = str(self.intra_op_threads)
-        if not self.allow_spinning:
-            # Proposed setting (see README); servers.OurService checks that the
-            # running service shows it, so a service without it fails loudly.
-            env["ORT_ALLOW_SPINNING"] = "0"
         return env
 
 
@@ -140,7 +137,6 @@ def from_settings(settings, environ: dict[str, str]) -> Config:
     return Config("service-settings", "the service's current settings",
                   cpu_arena=settings.ort_cpu_arena, memory_pattern=settings.ort_memory_pattern,
                   intra_op_threads=settings.intra_op_threads, env=env,
-                  allow_spinning=getattr(settings, "ort_allow_spinning", True),
                   spin_stop=True,  # the service always sets these two (model.py)
                   disabled_optimizers=tuple(DISABLED_OPTIMIZERS))
 
@@ -152,93 +148,88 @@ def allocator_path(name: str) -> Path | None:
     return None
 
 
-def _lean(name: str, summary: str, **changes) -> Config:
-    """A point that starts from the service's session options (arena and pattern off)."""
-    return Config(name, summary, **changes)
-
-
 CANDIDATES: tuple[Config, ...] = (
     Config("ort-defaults", "rembg's session: ORT defaults (arena + pattern on)", ort_defaults=True),
-    _lean("lean-glibc", "arena and pattern off, glibc defaults"),
-    _lean("service-now", "today's service: lean + mmap threshold 64 KiB (Makefile)",
+    Config("lean-glibc", "arena and pattern off, glibc defaults"),
+    Config("service-now", "today's service: lean + mmap threshold 64 KiB (Makefile)",
           env=SERVICE_MALLOC_ENV),
-    _lean("mmap-256k", "lean + mmap threshold 256 KiB",
+    Config("mmap-256k", "lean + mmap threshold 256 KiB",
           env={"MALLOC_MMAP_THRESHOLD_": "262144", "MALLOC_TRIM_THRESHOLD_": "131072"}),
-    _lean("mmap-4m", "lean + mmap threshold 4 MiB",
+    Config("mmap-4m", "lean + mmap threshold 4 MiB",
           env={"MALLOC_MMAP_THRESHOLD_": "4194304", "MALLOC_TRIM_THRESHOLD_": "131072"}),
-    _lean("mmap-8m-keep", "lean, blocks < 8 MiB from a never-trimmed heap, larger from mmap",
+    Config("mmap-8m-keep", "lean, blocks < 8 MiB from a never-trimmed heap, larger from mmap",
           env={"MALLOC_MMAP_THRESHOLD_": str(8 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
                "MALLOC_ARENA_MAX": "1"}),
-    _lean("mmap-32m-keep", "as mmap-8m-keep with the largest threshold glibc allows, 32 MiB",
+    Config("mmap-32m-keep", "as mmap-8m-keep with the largest threshold glibc allows, 32 MiB",
           env={"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
                "MALLOC_ARENA_MAX": "1"}),
-    _lean("mmap-64k-hugetlb", "service-now + THP for mmap'd blocks",
+    Config("mmap-64k-hugetlb", "service-now + THP for mmap'd blocks",
           env=LEAN_HUGETLB_ENV),
-    _lean("mmap-64k-arenamax2", "service-now + MALLOC_ARENA_MAX=2",
+    Config("mmap-64k-arenamax2", "service-now + MALLOC_ARENA_MAX=2",
           env={**SERVICE_MALLOC_ENV, "MALLOC_ARENA_MAX": "2"}),
-    _lean("heap-toppad", "lean, one malloc arena, 64 MiB top pad, 32 MiB mmap threshold",
+    Config("heap-toppad", "lean, one malloc arena, 64 MiB top pad, 32 MiB mmap threshold",
           env={"MALLOC_ARENA_MAX": "1", "MALLOC_TOP_PAD_": str(64 << 20),
                "MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}),
-    _lean("pattern-only", "memory pattern on, arena off, mmap 64 KiB", memory_pattern=True,
+    Config("pattern-only", "memory pattern on, arena off, mmap 64 KiB", memory_pattern=True,
           env=SERVICE_MALLOC_ENV),
-    _lean("arena-same-size", "ORT arena, kSameAsRequested, pattern off",
+    Config("arena-same-size", "ORT arena, kSameAsRequested, pattern off",
           arena_cfg=ARENA_SAME_AS_REQUESTED),
-    _lean("arena-pattern-same-size", "ORT arena (kSameAsRequested) + memory pattern: the "
+    Config("arena-pattern-same-size", "ORT arena (kSameAsRequested) + memory pattern: the "
           "planned block is made once and reused, no page faults", memory_pattern=True,
           arena_cfg=ARENA_SAME_AS_REQUESTED),
-    _lean("arena-pattern-same-size-hugetlb", "arena-pattern-same-size + THP", memory_pattern=True,
+    Config("arena-pattern-same-size-hugetlb", "arena-pattern-same-size + THP", memory_pattern=True,
           arena_cfg=ARENA_SAME_AS_REQUESTED, env=HUGETLB_ENV),
-    _lean("arena-same-cap384", "ORT arena, kSameAsRequested, max_mem 384 MiB",
+    Config("arena-same-cap384", "ORT arena, kSameAsRequested, max_mem 384 MiB",
           arena_cfg={**ARENA_SAME_AS_REQUESTED, "max_mem": 384 << 20}),
     # The arena uses a free chunk whole unless it is twice the request or
     # wastes max_dead_bytes_per_chunk (default 128 MiB): split them instead.
     # Measured: no lower peak (402 MB); 0 aborts onnxruntime (RegionFor).
-    _lean("arena-split-1m", "ORT arena, kSameAsRequested, split chunks wasting >= 1 MiB",
+    Config("arena-split-1m", "ORT arena, kSameAsRequested, split chunks wasting >= 1 MiB",
           arena_cfg={**ARENA_SAME_AS_REQUESTED, "max_dead_bytes_per_chunk": 1 << 20}),
-    _lean("jemalloc", "lean + jemalloc (default decay 10 s)", allocator="jemalloc"),
-    _lean("jemalloc-nodecay", "lean + jemalloc, dirty/muzzy decay 0", allocator="jemalloc",
+    Config("jemalloc", "lean + jemalloc (default decay 10 s)", allocator="jemalloc"),
+    Config("jemalloc-nodecay", "lean + jemalloc, dirty/muzzy decay 0", allocator="jemalloc",
           env=JEMALLOC_NO_DECAY),
-    _lean("jemalloc-bg", "lean + jemalloc, background purge thread, 1 s decay",
+    Config("jemalloc-bg", "lean + jemalloc, background purge thread, 1 s decay",
           allocator="jemalloc", env=JEMALLOC_BACKGROUND),
-    _lean("mimalloc", "lean + mimalloc (default purge delay)", allocator="mimalloc"),
-    _lean("mimalloc-keep", "lean + mimalloc, reserved arena, never decommitted",
+    Config("mimalloc", "lean + mimalloc (default purge delay)", allocator="mimalloc"),
+    Config("mimalloc-keep", "lean + mimalloc, reserved arena, never decommitted",
           allocator="mimalloc", env=MIMALLOC_KEEP),
-    _lean("jemalloc-keep", "lean + jemalloc, big blocks reused, purged after 60 s idle",
+    Config("jemalloc-keep", "lean + jemalloc, big blocks reused, purged after 60 s idle",
           allocator="jemalloc", env=JEMALLOC_KEEP),
-    _lean("jemalloc-keep-1arena", "jemalloc-keep with a single arena",
+    Config("jemalloc-keep-1arena", "jemalloc-keep with a single arena",
           allocator="jemalloc", env=JEMALLOC_KEEP_ONE_ARENA),
-    _lean("glibc-heap-only", "lean, glibc without mmap, heap never trimmed, one arena",
+    Config("glibc-heap-only", "lean, glibc without mmap, heap never trimmed, one arena",
           env=GLIBC_HEAP_ONLY),
-    _lean("jemalloc-retain", "lean + jemalloc, freed pages never given back",
+    Config("jemalloc-retain", "lean + jemalloc, freed pages never given back",
           allocator="jemalloc", env=JEMALLOC_RETAIN),
-    _lean("heap-only-pattern", "glibc-heap-only + ORT memory pattern (one planned block)",
+    Config("heap-only-pattern", "glibc-heap-only + ORT memory pattern (one planned block)",
           memory_pattern=True, env=GLIBC_HEAP_ONLY),
-    _lean("no-spin", "service-now, intra-op threads do not spin", allow_spinning=False,
+    Config("no-spin", "service-now, intra-op threads do not spin", allow_spinning=False,
           env=SERVICE_MALLOC_ENV),
-    _lean("arena-pattern-no-spin", "arena-pattern-same-size, threads do not spin",
+    Config("arena-pattern-no-spin", "arena-pattern-same-size, threads do not spin",
           memory_pattern=True, arena_cfg=ARENA_SAME_AS_REQUESTED, allow_spinning=False),
     # Session knobs, each on top of the best lean point (mmap-64k-hugetlb).
-    _lean("hugetlb-threads-1", "mmap-64k-hugetlb with 1 intra-op thread", intra_op_threads=1,
+    Config("hugetlb-threads-1", "mmap-64k-hugetlb with 1 intra-op thread", intra_op_threads=1,
           env=LEAN_HUGETLB_ENV),
-    _lean("hugetlb-no-spin", "mmap-64k-hugetlb, intra-op threads do not spin",
+    Config("hugetlb-no-spin", "mmap-64k-hugetlb, intra-op threads do not spin",
           allow_spinning=False, env=LEAN_HUGETLB_ENV),
-    _lean("hugetlb-no-prepack", "mmap-64k-hugetlb + session.disable_prepacking",
+    Config("hugetlb-no-prepack", "mmap-64k-hugetlb + session.disable_prepacking",
           prepacking=False, env=LEAN_HUGETLB_ENV),
-    _lean("hugetlb-iobinding", "mmap-64k-hugetlb + IOBinding, preallocated input/output",
+    Config("hugetlb-iobinding", "mmap-64k-hugetlb + IOBinding, preallocated input/output",
           iobinding=True, env=LEAN_HUGETLB_ENV),
-    _lean("hugetlb-opt-basic", "mmap-64k-hugetlb, graph optimisation level basic",
+    Config("hugetlb-opt-basic", "mmap-64k-hugetlb, graph optimisation level basic",
           graph_optimization="basic", env=LEAN_HUGETLB_ENV),
     # The fp32 head's 1-channel outputs in onnxruntime's blocked layout are
     # padded 16x: the final Resize and Sigmoid make 64 MB each instead of 4.
-    _lean("hugetlb-no-nchwc", "mmap-64k-hugetlb without the NCHWc layout transformer",
+    Config("hugetlb-no-nchwc", "mmap-64k-hugetlb without the NCHWc layout transformer",
           disabled_optimizers=("NchwcTransformer",), env=LEAN_HUGETLB_ENV),
-    _lean("hugetlb-pattern", "mmap-64k-hugetlb + memory pattern (one planned block per run)",
+    Config("hugetlb-pattern", "mmap-64k-hugetlb + memory pattern (one planned block per run)",
           memory_pattern=True, env=LEAN_HUGETLB_ENV),
-    _lean("hugetlb-pattern-no-spin", "hugetlb-pattern, threads do not spin",
+    Config("hugetlb-pattern-no-spin", "hugetlb-pattern, threads do not spin",
           memory_pattern=True, allow_spinning=False, env=LEAN_HUGETLB_ENV),
-    _lean("pattern-no-spin", "pattern-only, threads do not spin (no THP)",
+    Config("pattern-no-spin", "pattern-only, threads do not spin (no THP)",
           memory_pattern=True, allow_spinning=False, env=SERVICE_MALLOC_ENV),
-    _lean("jemalloc-retain-no-spin", "jemalloc-retain, threads do not spin",
+    Config("jemalloc-retain-no-spin", "jemalloc-retain, threads do not spin",
           allocator="jemalloc", allow_spinning=False, env=JEMALLOC_RETAIN),
 )
 
