@@ -12,8 +12,9 @@ ISNet session's `predict`):
 2. divide by the resized image's own maximum (not by 255: the two differ
    only for an image with no pure-white channel value, such as a dark or
    foggy photo), subtract 0.5 (std 1);
-3. run; min-max normalise the first output (we add an epsilon so a flat
-   output stays finite; rembg divides by zero there);
+3. run; min-max normalise the first output in float32 (the range is
+   floored at an epsilon so a flat output stays finite, where rembg
+   divides by zero; any other output is normalised exactly as rembg does);
 4. times 255, truncated to uint8 (numpy's astype, as rembg);
 5. LANCZOS resize back to the image's size.
 """
@@ -45,9 +46,11 @@ def reference_mask(session: measure.ModelSession, image: Image.Image) -> Image.I
 
     `session` is the fp32 model (fp32_session), fed float32 as rembg does.
     """
-    output = session.run(reference_input(image))[0, 0].astype(np.float64)
+    output = session.run(reference_input(image))[0, 0]
     low, high = output.min(), output.max()
-    unit = (output - low) / (high - low + MIN_MAX_EPSILON)
+    # float32 throughout, as rembg computes; the epsilon is a floor, not added:
+    # `+ 1e-6` would turn every saturated pixel's 255 into 254.
+    unit = (output - low) / max(high - low, np.float32(MIN_MAX_EPSILON))
     mask = Image.fromarray(np.clip(unit * 255, 0, 255).astype(np.uint8), "L")
     return mask.resize(image.size, Image.Resampling.LANCZOS)
 
