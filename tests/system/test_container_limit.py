@@ -1,0 +1,154 @@
+"""The service as `make run` starts it, inside a 256 MiB memory cgroup, under load.
+
+Four clients send a mix of full-size work and the small files that decode
+huge (tests/test_imaging.py) for LOAD_SECONDS: every answer must be 200 or
+413, the kernel must OOM-kill nothing, and the one worker must serve it all
+(same pid, never restarted). Needs root and a memory cgroup it may create a
+child of (v1 memory.limit_in_bytes or v2 memory.max), as in a container
+with a memory limit.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.helpers import encode_image, open_image, photo_bytes
+from tests.system.server import running_gunicorn
+from tests.system.test_decode_budget import (filename_for, large_photo_jpeg,
+                                             largest_accepted_webp, make_run_env)
+from tests.test_imaging import SMALL_BUT_HUGE
+
+LIMIT_MIB = 256
+CLIENTS = 4
+LOAD_SECONDS = float(os.environ.get("LOAD_SECONDS", "30"))
+_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+_V2_ROOT = Path("/sys/fs/cgroup")
+
+
+class MemoryCgroup:
+    """A child of this process's memory cgroup with a limit; removed by ``remove``."""
+
+    def __init__(self, path: Path, version: int):
+        self.path = path
+        self.version = version
+
+    @classmethod
+    def create(cls, limit_bytes: int) -> "MemoryCgroup":
+        name = f"isnet-test-{os.getpid()}"
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, own = line.split(":", 2)
+            if "memory" in controllers.split(",") and _V1_MEMORY.is_dir():
+                group = cls(_V1_MEMORY / own.lstrip("/") / name, 1)
+                group.path.mkdir()
+                (group.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+                return group
+        own = next(line.split(":", 2)[2] for line in
+                   Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+        parent = _V2_ROOT / own.lstrip("/")
+        if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
+            (parent / "cgroup.subtree_control").write_text("+memory")
+        group = cls(parent / name, 2)
+        group.path.mkdir()
+        (group.path / "memory.max").write_text(str(limit_bytes))
+        (group.path / "memory.swap.max").write_text("0")
+        return group
+
+    def _counters(self, file_name: str) -> dict[str, int]:
+        pairs = (line.split() for line in (self.path / file_name).read_text().splitlines())
+        return {key: int(value) for key, value in pairs}
+
+    @property
+    def oom_kills(self) -> int:
+        return self._counters("memory.oom_control" if self.version == 1
+                              else "memory.events").get("oom_kill", 0)
+
+    def report(self) -> str:
+        if self.version == 1:
+            peak = int((self.path / "memory.max_usage_in_bytes").read_text())
+            failcnt = int((self.path / "memory.failcnt").read_text())
+            return f"group peak {peak / 2**20:.1f} MiB, failcnt {failcnt} (limit hits, reclaimed)"
+        events = self._counters("memory.events")
+        return f"memory.events max {events.get('max', 0)}, high {events.get('high', 0)}"
+
+    def remove(self) -> None:
+        """Move anything still inside to the parent, then remove the group."""
+        parent_procs = self.path.parent / "cgroup.procs"
+        for pid in (self.path / "cgroup.procs").read_text().split():
+            try:
+                parent_procs.write_text(pid)
+            except OSError:
+                pass  # it exited meanwhile
+        self.path.rmdir()
+
+
+@pytest.fixture
+def limited_cgroup():
+    try:
+        group = MemoryCgroup.create(LIMIT_MIB * 2**20)
+    except (OSError, StopIteration) as error:
+        pytest.fail(f"this test needs root and a memory cgroup it may create a child of "
+                    f"(cgroup v1 or v2): {error!r}")
+    try:
+        yield group
+    finally:
+        group.remove()
+
+
+def workload() -> list[tuple[str, bytes]]:
+    """Full-size work and the small files that decode huge, interleaved."""
+    photo_1024 = open_image(photo_bytes("astronaut.png")).resize((1024, 1024), Image.LANCZOS)
+    work = [("astronaut.png", photo_bytes("astronaut.png")),
+            ("photo-1024.png", encode_image(photo_1024, "PNG")),
+            ("hubble_deep_field.jpg", photo_bytes("hubble_deep_field.jpg")),
+            ("large.jpg", large_photo_jpeg())]
+    attacks = [(name, make()) for name, make in SMALL_BUT_HUGE.items()]
+    attacks.append(("largest accepted webp", largest_accepted_webp()))
+    return [case for pair in zip(work * 2, attacks) for case in pair]
+
+
+def test_four_clients_in_a_256_mib_cgroup_cause_no_oom_kill(tmp_path, limited_cgroup):
+    cases = workload()
+    # sh puts itself in the group, then becomes gunicorn: the master and
+    # every worker it forks are inside before the first allocation.
+    enter = ("sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(limited_cgroup.path))
+    with running_gunicorn(tmp_path, command_prefix=enter, env=make_run_env(),
+                          CACHE_MB="0") as server:
+        state = server.json("/api/bg/status")
+        assert state["memory"]["cgroup_limit_mb"] == LIMIT_MIB
+        workers = server.worker_pids()
+        answers: list[tuple[str, int | str]] = []
+        deadline = time.monotonic() + LOAD_SECONDS
+
+        def client(offset: int) -> None:
+            turn = offset
+            while time.monotonic() < deadline:
+                name, data = cases[turn % len(cases)]
+                turn += 1
+                try:
+                    status, _, _ = server.upload("/api/bg/remove", data, filename_for(data),
+                                                 timeout_s=120)
+                except OSError as error:
+                    status = repr(error)
+                answers.append((name, status))
+
+        threads = [threading.Thread(target=client, args=(i * 3,)) for i in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        final = server.json("/api/bg/status")
+        print(f"{len(answers)} answers in {LOAD_SECONDS:.0f} s: "
+              f"{sum(status == 200 for _, status in answers)} x 200, "
+              f"{sum(status == 413 for _, status in answers)} x 413; worker peak "
+              f"{final['memory']['peak_rss_mb']} MB; {limited_cgroup.report()}")
+        unexpected = [(name, status) for name, status in answers if status not in (200, 413)]
+        assert not unexpected
+        assert limited_cgroup.oom_kills == 0
+        assert server.worker_pids() == workers and final["worker_starts"] == 1
+        assert sum(status == 200 for _, status in answers) >= CLIENTS
