@@ -1,21 +1,26 @@
 """Settings: one frozen dataclass built from the environment, validated once.
 
-Every limit the service enforces is here, with its default, and is shown by
-``GET /api/bg/status`` and in the README's settings table.
+Each setting is declared once, as a field of ``Settings``: its name, type
+and default, and in ``setting(...)`` its environment variable, range and a
+one-line meaning. The environment reader, ``GET /api/bg/status``, the
+OpenAPI document and the README's settings table (checked by a test) all
+read that declaration.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
-from .numerals import parse_decimal_number, parse_whole_number
+from .numerals import parse_boolean, parse_decimal_number, parse_whole_number
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "isnet-general-tiny.onnx"
 DEFAULT_EXTENSIONS = ("png", "jpg", "jpeg", "gif", "bmp", "tiff", "webp")
+MIB = 1024 * 1024
 
 
 class ConfigError(RuntimeError):
@@ -29,156 +34,182 @@ def _default_threads() -> int:
 
 
 @dataclasses.dataclass(frozen=True)
+class Declaration:
+    """What a setting is, beyond its field's name, type and default."""
+
+    env: str
+    meaning: str
+    low: float | None = None
+    high: float | None = None
+    # Never logged or shown: the value is replaced by "set" or None.
+    secret: bool = False
+    # How the README writes a default computed at start-up.
+    default_text: str | None = None
+
+
+def setting(default: Any = dataclasses.MISSING, *, env: str, meaning: str,
+            low: float | None = None, high: float | None = None, secret: bool = False,
+            default_factory: Callable[[], Any] | None = None,
+            default_text: str | None = None) -> Any:
+    """A Settings field with its declaration in the field's metadata."""
+    declaration = Declaration(env, meaning, low, high, secret, default_text)
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, repr=not secret,
+                                 metadata={"setting": declaration})
+    return dataclasses.field(default=default, repr=not secret,
+                             metadata={"setting": declaration})
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
-    # HTTP
-    port: int = 5000
-    max_upload_mb: float = 8.0
-    request_timeout_s: int = 60
+    # --- HTTP ---------------------------------------------------------------
+    port: int = setting(5000, env="PORT", low=1, high=65535,
+                        meaning="port to listen on (all interfaces)")
+    max_upload_mb: float = setting(8.0, env="MAX_UPLOAD_MB", low=0.001, high=1024,
+                                   meaning="largest accepted file, MB")
+    request_timeout_s: int = setting(
+        60, env="REQUEST_TIMEOUT_S", low=1, high=3600,
+        meaning="seconds a request may take from its arrival; inference stops 5 s before")
     # One client's share of the single worker (isnet_wsgi/client_limits.py):
     # the head within this many seconds of connecting, then the body at a
     # minimum average rate after a grace, and whole within its own timeout.
-    request_head_timeout_s: float = 5.0
-    upload_grace_s: float = 2.0
-    min_upload_rate_kb_s: float = 32.0
-    upload_timeout_s: float = 20.0
-    # Never logged or shown: repr=False keeps it out of tracebacks and logs.
-    api_key: str | None = dataclasses.field(default=None, repr=False)
+    request_head_timeout_s: float = setting(
+        5.0, env="REQUEST_HEAD_TIMEOUT_S", low=0.1, high=600,
+        meaning="seconds from connecting for the request line and headers")
+    upload_grace_s: float = setting(2.0, env="UPLOAD_GRACE_S", low=0, high=600,
+                                    meaning="seconds of the body before its minimum rate applies")
+    min_upload_rate_kb_s: float = setting(
+        32.0, env="MIN_UPLOAD_RATE_KB_S", low=0.001, high=1_000_000,
+        meaning="average KiB/s the body (and the answer) must keep up after the grace")
+    upload_timeout_s: float = setting(20.0, env="UPLOAD_TIMEOUT_S", low=0.1, high=3600,
+                                      meaning="seconds the whole body may take")
+    api_key: str | None = setting(
+        None, env="API_KEY", secret=True,
+        meaning="when set, the POST endpoints need 'Authorization: Bearer <key>'")
 
-    # Images
-    max_dimension_px: int = 1024
-    max_image_pixels: int = 25_000_000
+    # --- Images -------------------------------------------------------------
+    max_dimension_px: int = setting(1024, env="MAX_DIMENSION", low=16, high=8192,
+                                    meaning="long side of the output, px")
+    max_image_pixels: int = setting(
+        25_000_000, env="MAX_IMAGE_PIXELS", low=1024, high=500_000_000,
+        meaning="width x height budget, checked from the file's header")
     # Memory one image's decode may take (pixels, decoder buffers, shrink),
     # estimated from its header; above it the upload is refused (413).
-    decode_budget_mb: int = 160
-    allowed_extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    decode_budget_mb: int = setting(
+        160, env="DECODE_BUDGET_MB", low=16, high=65536,
+        meaning="memory one image's decode may take, estimated from its header, MiB")
+    allowed_extensions: tuple[str, ...] = setting(
+        DEFAULT_EXTENSIONS, env="ALLOWED_EXTENSIONS",
+        meaning="file name endings and formats accepted")
     # Encoded results kept per worker for repeated requests; 0 turns it off.
-    cache_mb: float = 8.0
-    # Whether remove/change_color refine the mask's edges when a request
-    # does not say (refine=true|false).
-    refine_default: bool = False
+    cache_mb: float = setting(8.0, env="CACHE_MB", low=0, high=4096,
+                              meaning="memory for each worker's result cache, MB; 0 is off")
+    refine_default: bool = setting(
+        False, env="REFINE_DEFAULT",
+        meaning="whether masks are edge-refined when a request does not say")
 
-    # Model and inference
-    model_path: Path = DEFAULT_MODEL_PATH
-    intra_op_threads: int = dataclasses.field(default_factory=_default_threads)
-    ort_cpu_arena: bool = False
-    ort_memory_pattern: bool = False
-    malloc_mmap_threshold_kb: int = 64
+    # --- Model and inference ------------------------------------------------
+    model_path: Path = setting(DEFAULT_MODEL_PATH, env="MODEL_PATH",
+                               default_text="models/isnet-general-tiny.onnx",
+                               meaning="the model; its manifest is the same path with .json")
+    intra_op_threads: int = setting(env="INTRA_OP_THREADS", low=1, high=256,
+                                    default_factory=_default_threads,
+                                    default_text="CPUs available",
+                                    meaning="onnxruntime's threads for one inference")
+    ort_cpu_arena: bool = setting(False, env="ORT_CPU_ARENA",
+                                  meaning="onnxruntime's CPU memory arena")
+    ort_memory_pattern: bool = setting(False, env="ORT_MEMORY_PATTERN",
+                                       meaning="onnxruntime's memory pattern planning")
+    malloc_mmap_threshold_kb: int = setting(
+        64, env="MALLOC_MMAP_THRESHOLD_KB", low=0, high=32 * 1024,
+        meaning="glibc's M_MMAP_THRESHOLD set in the worker, KiB; 0 is glibc's default")
 
-    # Worker lifecycle
-    max_requests: int = 200
-    max_requests_jitter: int = 50
-    memory_limit_mb: int = 450
+    # --- Worker lifecycle ---------------------------------------------------
+    max_requests: int = setting(200, env="MAX_REQUESTS", low=0, high=10_000_000,
+                                meaning="requests before the worker is recycled; 0 is never")
+    max_requests_jitter: int = setting(
+        50, env="MAX_REQUESTS_JITTER", low=0, high=10_000_000,
+        meaning="random extra requests, so replicas do not recycle together")
+    memory_limit_mb: int = setting(
+        450, env="MEMORY_LIMIT_MB", low=64, high=1_000_000,
+        meaning="RSS above which the worker trims, then is recycled after the response, MB")
 
     @property
     def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
+        return int(self.max_upload_mb * MIB)
 
     @property
     def cache_bytes(self) -> int:
-        return int(self.cache_mb * 1024 * 1024)
+        return int(self.cache_mb * MIB)
 
     @property
     def decode_budget_bytes(self) -> int:
-        return self.decode_budget_mb * 1024 * 1024
+        return self.decode_budget_mb * MIB
 
     @property
     def manifest_path(self) -> Path:
         return self.model_path.with_suffix(".json")
 
     @classmethod
+    def declarations(cls) -> list[tuple[dataclasses.Field, type, Declaration]]:
+        """(field, type, declaration) of every setting, in declaration order."""
+        types = typing.get_type_hints(cls)
+        return [(field, types[field.name], field.metadata["setting"])
+                for field in dataclasses.fields(cls)]
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
-        reader = _EnvReader(env)
-        settings = cls(
-            port=reader.int("PORT", 5000, low=1, high=65535),
-            max_upload_mb=reader.float("MAX_UPLOAD_MB", 8.0, low=0.001, high=1024),
-            request_timeout_s=reader.int("REQUEST_TIMEOUT_S", 60, low=1, high=3600),
-            request_head_timeout_s=reader.float("REQUEST_HEAD_TIMEOUT_S", 5.0, low=0.1, high=600),
-            upload_grace_s=reader.float("UPLOAD_GRACE_S", 2.0, low=0, high=600),
-            min_upload_rate_kb_s=reader.float("MIN_UPLOAD_RATE_KB_S", 32.0, low=0.001,
-                                              high=1_000_000),
-            upload_timeout_s=reader.float("UPLOAD_TIMEOUT_S", 20.0, low=0.1, high=3600),
-            api_key=env.get("API_KEY") or None,
-            max_dimension_px=reader.int("MAX_DIMENSION", 1024, low=16, high=8192),
-            max_image_pixels=reader.int("MAX_IMAGE_PIXELS", 25_000_000, low=1024, high=500_000_000),
-            decode_budget_mb=reader.int("DECODE_BUDGET_MB", 160, low=16, high=65536),
-            allowed_extensions=reader.words("ALLOWED_EXTENSIONS", DEFAULT_EXTENSIONS),
-            cache_mb=reader.float("CACHE_MB", 8.0, low=0, high=4096),
-            refine_default=reader.bool("REFINE_DEFAULT", False),
-            model_path=Path(env.get("MODEL_PATH") or DEFAULT_MODEL_PATH),
-            intra_op_threads=reader.int("INTRA_OP_THREADS", _default_threads(), low=1, high=256),
-            ort_cpu_arena=reader.bool("ORT_CPU_ARENA", False),
-            ort_memory_pattern=reader.bool("ORT_MEMORY_PATTERN", False),
-            malloc_mmap_threshold_kb=reader.int("MALLOC_MMAP_THRESHOLD_KB", 64, low=0, high=32 * 1024),
-            max_requests=reader.int("MAX_REQUESTS", 200, low=0, high=10_000_000),
-            max_requests_jitter=reader.int("MAX_REQUESTS_JITTER", 50, low=0, high=10_000_000),
-            memory_limit_mb=reader.int("MEMORY_LIMIT_MB", 450, low=64, high=1_000_000),
-        )
-        return settings
+        given = {}
+        for field, kind, declaration in cls.declarations():
+            raw = (env.get(declaration.env) or "").strip()
+            if raw:
+                given[field.name] = _parse(declaration, kind, raw)
+        return cls(**given)
 
     def public(self) -> dict:
-        """The settings as ``/api/bg/status`` shows them (never the API key)."""
-        shown = dataclasses.asdict(self)
-        shown["model_path"] = str(self.model_path)
-        shown["allowed_extensions"] = list(self.allowed_extensions)
-        shown["api_key"] = "set" if self.api_key else None
-        return shown
+        """The settings as ``/api/bg/status`` shows them (never a secret)."""
+        return {field.name: shown_value(declaration, getattr(self, field.name))
+                for field, _, declaration in self.declarations()}
 
 
-class _EnvReader:
-    """Typed, range-checked reads of environment variables."""
+def shown_value(declaration: Declaration, value: Any) -> Any:
+    """A setting's value as JSON shows it."""
+    if declaration.secret:
+        return "set" if value else None
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
-    _TRUE = {"1", "true", "yes", "on"}
-    _FALSE = {"0", "false", "no", "off"}
 
-    def __init__(self, env: Mapping[str, str]):
-        self._env = env
-
-    def _raw(self, name: str) -> str | None:
-        value = self._env.get(name)
-        return None if value is None or value.strip() == "" else value.strip()
-
-    def int(self, name: str, default: int, *, low: int, high: int) -> int:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        try:
+def _parse(declaration: Declaration, kind: type, raw: str) -> Any:
+    """The value of ``NAME=raw`` for a setting of this type, range-checked."""
+    name = declaration.env
+    try:
+        if kind is bool:
+            return parse_boolean(raw)
+        if kind is int:
             value = parse_whole_number(raw)
-        except ValueError:
-            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-        return self._in_range(name, value, low, high)
-
-    def float(self, name: str, default: float, *, low: float, high: float) -> float:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        try:
+        elif kind is float:
             value = parse_decimal_number(raw)
-        except ValueError:
-            raise ConfigError(f"{name}={raw!r} is not a number") from None
-        return self._in_range(name, value, low, high)
+        elif kind is Path:
+            return Path(raw)
+        elif kind == tuple[str, ...]:
+            return _words(raw)
+        else:  # str, or str | None
+            return raw
+    except ValueError as error:
+        raise ConfigError(f"{name}={raw!r}: {error}") from None
+    if not declaration.low <= value <= declaration.high:
+        raise ConfigError(f"{name}={value} is out of range "
+                          f"[{declaration.low:g}, {declaration.high:g}]")
+    return value
 
-    def bool(self, name: str, default: bool) -> bool:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        if raw.lower() in self._TRUE:
-            return True
-        if raw.lower() in self._FALSE:
-            return False
-        raise ConfigError(f"{name}={raw!r} is not one of 1/0, true/false, yes/no, on/off")
 
-    def words(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        words = tuple(w.strip().lower().lstrip(".") for w in raw.split(",") if w.strip())
-        if not words:
-            raise ConfigError(f"{name} lists no values")
-        return words
-
-    @staticmethod
-    def _in_range(name, value, low, high):
-        if not low <= value <= high:
-            raise ConfigError(f"{name}={value} is out of range [{low}, {high}]")
-        return value
+def _words(raw: str) -> tuple[str, ...]:
+    words = tuple(w.strip().lower().lstrip(".") for w in raw.split(",") if w.strip())
+    if not words:
+        raise ValueError("lists no values")
+    return words

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import json
 from pathlib import Path
 
 from . import __version__
-from .config import Settings
+from .config import Settings, shown_value
 from .options import COLOR_FORMATS, MAX_BLUR_RADIUS_PX, MIN_DIMENSION_PX, REMOVE_FORMATS
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/Error"}
@@ -55,7 +57,7 @@ def remove_options(settings: Settings) -> list[dict]:
          "description": "png, or webp (lossless, with alpha)."},
         {"name": "mask", "type": "boolean", "default": False,
          "description": "Answer the greyscale mask (mask_<name>) instead of the cut-out. "
-                        "Booleans accept true/false, 1/0, yes/no."},
+                        "Booleans accept true/false, 1/0, yes/no, on/off."},
         {"name": "crop", "type": "boolean", "default": False,
          "description": "Crop to the subject's bounding box (the whole image if none)."},
         {"name": "margin", "type": "integer", "minimum": 0,
@@ -149,7 +151,9 @@ def openapi_document(settings: Settings) -> dict:
                                       "content": json_object}}}},
             "/api/bg/status": {"get": {
                 "summary": "Model, memory, limits and settings",
-                "responses": {"200": {"description": "Status", "content": json_object}}}},
+                "responses": {"200": {"description": "Status", "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {
+                        "settings": {"$ref": "#/components/schemas/Settings"}}}}}}}}},
             "/api/bg/remove": {"post": {
                 "summary": "Cut the subject out onto transparency (PNG or WebP with alpha)",
                 "security": security, "parameters": _query(remove_options(settings)),
@@ -176,10 +180,32 @@ def openapi_document(settings: Settings) -> dict:
         "components": {
             "schemas": {"Error": {"type": "object", "required": ["error", "message"],
                                   "properties": {"error": {"type": "string"},
-                                                 "message": {"type": "string"}}}},
+                                                 "message": {"type": "string"}}},
+                        "Settings": settings_schema()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+_JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string",
+               Path: "string", tuple[str, ...]: "array", str | None: ["string", "null"]}
+
+
+def settings_schema() -> dict:
+    """The settings as /api/bg/status shows them, from their declarations."""
+    properties = {}
+    for field, kind, declaration in Settings.declarations():
+        schema = {"type": _JSON_TYPES[kind],
+                  "description": f"{declaration.env}: {declaration.meaning}"}
+        if kind == tuple[str, ...]:
+            schema["items"] = {"type": "string"}
+        if declaration.low is not None:
+            schema["minimum"], schema["maximum"] = declaration.low, declaration.high
+        if field.default is not dataclasses.MISSING and not declaration.secret:
+            schema["default"] = (declaration.default_text if declaration.default_text
+                                 else shown_value(declaration, field.default))
+        properties[field.name] = schema
+    return {"type": "object", "properties": properties}
 
 
 # Read once, at import (in gunicorn's master under preload_app).
@@ -243,6 +269,11 @@ def _options_table(options: list[dict]) -> str:
         return ""
     rows = "".join(
         f"<tr><td><code>{html.escape(option['name'])}</code></td>"
-        f"<td>{html.escape(str(option.get('default', '')))}</td>"
+        f"<td>{html.escape(_api_text(option.get('default', '')))}</td>"
         f"<td>{html.escape(option['description'])}</td></tr>" for option in options)
     return f"<table><tr><th>option</th><th>default</th><th>meaning</th></tr>{rows}</table>"
+
+
+def _api_text(value) -> str:
+    """A value as a client writes it: false, not Python's False."""
+    return value if isinstance(value, str) else json.dumps(value)

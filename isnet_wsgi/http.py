@@ -14,6 +14,8 @@ import uuid
 from http import HTTPStatus
 from urllib.parse import parse_qs, quote
 
+from .numerals import parse_whole_number
+
 JSON_TYPE = "application/json"
 
 
@@ -152,9 +154,10 @@ class Request:
         raw = self.header("Content-Length")
         if raw is None:
             return None
-        if not raw.strip().isdigit():
-            raise BadRequest("Content-Length is not a number.", code="bad_content_length")
-        return int(raw)
+        try:
+            return parse_whole_number(raw.strip())
+        except ValueError:
+            raise BadRequest("Content-Length is not a number.", code="bad_content_length") from None
 
     def body_reader(self, max_bytes: int):
         """A read(n) that stops at Content-Length and refuses more than max_bytes.

@@ -29,3 +29,19 @@ def parse_decimal_number(text: str) -> float:
     if len(text) > MAX_DIGITS + 1 or not _DECIMAL_NUMBER.fullmatch(text):
         raise ValueError(f"not a number: {text[:32]!r}")
     return float(text)
+
+
+# Booleans, in the environment and in request options alike.
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def parse_boolean(text: str) -> bool:
+    """'true'/'1'/'yes'/'on' -> True, their opposites -> False (any case); ValueError else."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"not one of {'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}: "
+                     f"{text[:32]!r}")

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Mapping
 
 from .imaging import parse_color
-from .numerals import parse_decimal_number, parse_whole_number
+from .numerals import parse_boolean, parse_decimal_number, parse_whole_number
 
 # Output formats per operation, with the aliases accepted for them.
 REMOVE_FORMATS = {"png": "PNG", "webp": "WEBP"}
@@ -22,10 +22,6 @@ COLOR_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 MAX_BLUR_RADIUS_PX = 100.0
 # The smallest output long side a client may ask for.
 MIN_DIMENSION_PX = 16
-
-_TRUE = {"1", "true", "yes"}
-_FALSE = {"0", "false", "no"}
-
 
 class OptionError(ValueError):
     """An option's value is not acceptable; ``code`` names which (the API's 400)."""
@@ -128,12 +124,11 @@ class _Given:
         raw = self.text(name)
         if raw is None:
             return default
-        if raw.lower() in _TRUE:
-            return True
-        if raw.lower() in _FALSE:
-            return False
-        raise OptionError(f"invalid_{name}",
-                          f"{name} must be true/false, 1/0 or yes/no; got {raw[:32]!r}.")
+        try:
+            return parse_boolean(raw)
+        except ValueError:
+            raise OptionError(f"invalid_{name}", f"{name} must be true/false, 1/0, yes/no or "
+                              f"on/off; got {raw[:32]!r}.") from None
 
     def integer(self, name: str, default: int | None, *, low: int, high: int) -> int | None:
         raw = self.text(name)

@@ -376,3 +376,18 @@ def test_a_file_field_sent_as_text_is_400_not_ignored(client):
     response = client.post("/api/bg/remove?file=photo.jpg", params=data,
                            content_type="image/png", status=400)
     assert response.json["error"] == "file_not_a_file"
+
+
+def test_the_page_writes_defaults_as_a_client_sends_them(client):
+    page = client.get("/").text
+    assert "<td>false</td>" in page and "<td>False</td>" not in page
+
+
+def test_openapi_documents_every_setting_that_status_shows(client):
+    schema = client.get("/openapi.json").json["components"]["schemas"]["Settings"]
+    shown = client.get("/api/bg/status").json["settings"]
+    assert set(schema["properties"]) == set(shown)
+    port = schema["properties"]["port"]
+    assert (port["type"], port["default"], port["minimum"], port["maximum"]) == (
+        "integer", 5000, 1, 65535)
+    assert "PORT" in port["description"]

@@ -1,10 +1,13 @@
 """Settings come from the environment and are validated once."""
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from isnet_wsgi.config import ConfigError, Settings
+from isnet_wsgi.options import remove_options
 
 
 def test_defaults_match_the_documented_limits():
@@ -43,3 +46,39 @@ def test_the_api_key_is_never_shown():
     settings = Settings.from_env({"API_KEY": "s3cret"})
     assert "s3cret" not in repr(settings.public())
     assert "s3cret" not in repr(settings)
+
+
+def _readme_settings_table() -> dict[str, str]:
+    """The README's settings table: variable -> its default cell."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", section, flags=re.MULTILINE)
+    return {name: cell.strip() for name, cell in rows}
+
+
+def _as_readme_writes_it(declaration, default) -> str:
+    if declaration.default_text:
+        return declaration.default_text
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, tuple):
+        return f"`{','.join(default)}`"
+    return f"`{default:g}`" if isinstance(default, float) else f"`{default}`"
+
+
+def test_the_readme_lists_every_setting_with_its_declared_default():
+    table = _readme_settings_table()
+    declared = {declaration.env: (field, declaration)
+                for field, _, declaration in Settings.declarations()}
+    assert set(table) == set(declared)
+    for env, (field, declaration) in declared.items():
+        default = None if field.default is dataclasses.MISSING else field.default
+        assert table[env].strip("`") == _as_readme_writes_it(declaration, default).strip("`"), env
+
+
+def test_booleans_read_the_same_everywhere():
+    for word, value in [("on", True), ("Yes", True), ("1", True), ("off", False), ("NO", False)]:
+        assert Settings.from_env({"ORT_CPU_ARENA": word}).ort_cpu_arena is value
+        assert remove_options({"mask": word}, ceiling_px=1024).mask is value

@@ -62,3 +62,11 @@ def test_attachment_header_is_always_safe_ascii(name):
     assert "\r" not in value and "\n" not in value
     plain = value.split('filename="', 1)[1].split('"', 1)[0]
     assert '"' not in plain and ";" not in plain and "\\" not in plain
+
+
+def test_a_content_length_in_other_digits_is_a_400_not_a_500():
+    # "²".isdigit() is True but int("²") raises: one rule for numbers, ASCII only.
+    for junk in ("²", "１２", "1_0", "-1"):
+        request = Request({"CONTENT_LENGTH": junk, "wsgi.input": io.BytesIO(b"")})
+        with pytest.raises(BadRequest):
+            request.content_length
