@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import Settings, shown_value
-from .options import COLOR_FORMATS, MAX_BLUR_RADIUS_PX, MIN_DIMENSION_PX, REMOVE_FORMATS
+from .options import Option, color_spec, remove_spec
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/Error"}
 
@@ -19,7 +19,8 @@ def _error(description: str) -> dict:
             "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
 
 
-def _upload_body(settings: Settings, options: list[dict], *, background: bool = False) -> dict:
+def _upload_body(settings: Settings, options: tuple[Option, ...], *,
+                 background: bool = False) -> dict:
     """A multipart form (file + options as fields), or the raw image as the body."""
     properties = {"file": {
         "type": "string", "format": "binary",
@@ -30,7 +31,7 @@ def _upload_body(settings: Settings, options: list[dict], *, background: bool = 
             "type": "string", "format": "binary",
             "description": "Optional background image, scaled and centre-cropped to cover the "
                            "photo (after the photo is scaled to max_dimension)."}
-    properties.update({option["name"]: _schema(option) for option in options})
+    properties.update({option.name: option.schema() for option in options})
     raw = {"schema": {"type": "string", "format": "binary"},
            "description": "The raw image bytes (e.g. curl --data-binary); options go in the "
                           "query string; the download is named after 'image'."}
@@ -40,60 +41,20 @@ def _upload_body(settings: Settings, options: list[dict], *, background: bool = 
         "image/*": raw, "application/octet-stream": raw}}
 
 
-def _schema(option: dict) -> dict:
-    return {key: value for key, value in option.items() if key != "name"}
+def _query(options: tuple[Option, ...]) -> list[dict]:
+    return [{"name": option.name, "in": "query", "required": False,
+             "description": option.description + " (A form field of the same name wins.)",
+             "schema": option.schema()} for option in options]
 
 
-def _query(options: list[dict]) -> list[dict]:
-    return [{"name": option["name"], "in": "query", "required": False,
-             "description": option["description"] + " (A form field of the same name wins.)",
-             "schema": _schema(option)} for option in options]
+def remove_options(settings: Settings) -> tuple[Option, ...]:
+    return remove_spec(ceiling_px=settings.max_dimension_px,
+                       refine_default=settings.refine_default)
 
 
-def remove_options(settings: Settings) -> list[dict]:
-    """Every option of /api/bg/remove, as JSON Schema with a description."""
-    return [
-        {"name": "format", "type": "string", "enum": sorted(REMOVE_FORMATS), "default": "png",
-         "description": "png, or webp (lossless, with alpha)."},
-        {"name": "mask", "type": "boolean", "default": False,
-         "description": "Answer the greyscale mask (mask_<name>) instead of the cut-out. "
-                        "Booleans accept true/false, 1/0, yes/no, on/off."},
-        {"name": "crop", "type": "boolean", "default": False,
-         "description": "Crop to the subject's bounding box (the whole image if none)."},
-        {"name": "margin", "type": "integer", "minimum": 0,
-         "maximum": settings.max_dimension_px, "default": 0,
-         "description": "Pixels kept around the subject, clamped to the image; "
-                        "only with crop=true."},
-        {"name": "max_dimension", "type": "integer", "minimum": MIN_DIMENSION_PX,
-         "maximum": settings.max_dimension_px, "default": settings.max_dimension_px,
-         "description": "Long side of the output, px. Above MAX_DIMENSION is refused (400), "
-                        "not clamped; images are never scaled up."},
-        _refine_option(settings),
-    ]
-
-
-def _refine_option(settings: Settings) -> dict:
-    return {"name": "refine", "type": "boolean", "default": settings.refine_default,
-            "description": "Refine the mask's edges with a guided filter on the image, so "
-                           "hair and soft outlines follow the photo (the default is the "
-                           "REFINE_DEFAULT setting)."}
-
-
-def color_options(settings: Settings) -> list[dict]:
-    """Every option of /api/bg/change_color, as JSON Schema with a description."""
-    return [
-        {"name": "format", "type": "string", "enum": sorted(COLOR_FORMATS), "default": "jpeg",
-         "description": "jpeg (quality 90), png, or webp (lossless)."},
-        {"name": "color", "type": "string", "default": "#FFFFFF",
-         "examples": ["#00FF00", "#0F0", "0,255,0"],
-         "description": "Background colour: #RRGGBB, #RGB or R,G,B (0-255)."},
-        {"name": "blur", "type": "number", "exclusiveMinimum": 0,
-         "maximum": MAX_BLUR_RADIUS_PX,
-         "description": "Keep the photo's own background, Gaussian-blurred with this radius "
-                        "(px). One background only: color, blur or bg_file."},
-        remove_options(settings)[-2],
-        _refine_option(settings),
-    ]
+def color_options(settings: Settings) -> tuple[Option, ...]:
+    return color_spec(ceiling_px=settings.max_dimension_px,
+                      refine_default=settings.refine_default)
 
 
 _UPLOAD_ERRORS = {
@@ -264,16 +225,18 @@ def _endpoint_docs(settings: Settings, base_url: str) -> str:
         for title, text, commands, options in sections)
 
 
-def _options_table(options: list[dict]) -> str:
+def _options_table(options: tuple[Option, ...]) -> str:
     if not options:
         return ""
     rows = "".join(
-        f"<tr><td><code>{html.escape(option['name'])}</code></td>"
-        f"<td>{html.escape(_api_text(option.get('default', '')))}</td>"
-        f"<td>{html.escape(option['description'])}</td></tr>" for option in options)
+        f"<tr><td><code>{html.escape(option.name)}</code></td>"
+        f"<td>{html.escape(_api_text(option.default))}</td>"
+        f"<td>{html.escape(option.description)}</td></tr>" for option in options)
     return f"<table><tr><th>option</th><th>default</th><th>meaning</th></tr>{rows}</table>"
 
 
 def _api_text(value) -> str:
-    """A value as a client writes it: false, not Python's False."""
+    """A value as a client writes it: false, not Python's False; nothing for none."""
+    if value is None:
+        return ""
     return value if isinstance(value, str) else json.dumps(value)

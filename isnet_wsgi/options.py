@@ -9,7 +9,7 @@ normalised part of a cache key.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Callable, Mapping
 
 from .imaging import parse_color
 from .numerals import parse_boolean, parse_decimal_number, parse_whole_number
@@ -22,6 +22,7 @@ COLOR_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 MAX_BLUR_RADIUS_PX = 100.0
 # The smallest output long side a client may ask for.
 MIN_DIMENSION_PX = 16
+
 
 class OptionError(ValueError):
     """An option's value is not acceptable; ``code`` names which (the API's 400)."""
@@ -57,23 +58,151 @@ def cache_key_part(options) -> str:
     return repr(dataclasses.astuple(options))
 
 
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One request option, declared once: the parser, the OpenAPI schema and
+    the docs page all read it.
+
+    ``default`` is written as a client would send it (``"png"``, ``false``,
+    ``"#FFFFFF"``); None means the option has no default (absent: not given).
+    """
+
+    name: str
+    field: str  # the attribute of RemoveOptions / ColorOptions it fills
+    type: str  # JSON Schema: string, boolean, integer or number
+    description: str
+    default: object = None
+    choices: Mapping[str, str] | None = None  # accepted text -> value
+    minimum: float | None = None
+    maximum: float | None = None
+    minimum_excluded: bool = False
+    parse_text: Callable[[str], object] | None = None  # for a string that is no choice
+    examples: tuple[str, ...] = ()
+
+    def read(self, values: Mapping[str, str]):
+        """This option's value from the text values (missing or blank: the default)."""
+        raw = given_text(values, self.name)
+        if raw is None:
+            return self._convert(self.default) if isinstance(self.default, str) else self.default
+        return self._convert(raw)
+
+    def _convert(self, raw: str):
+        if self.choices is not None:
+            if raw.lower() not in self.choices:
+                self._refuse(f"must be one of {', '.join(self.choices)}", raw)
+            return self.choices[raw.lower()]
+        if self.type == "boolean":
+            return _or_refuse(self, parse_boolean, raw, "must be true/false, 1/0, yes/no or on/off")
+        if self.type == "integer":
+            value = _or_refuse(self, parse_whole_number, raw, self._range_text())
+        elif self.type == "number":
+            value = _or_refuse(self, parse_decimal_number, raw, self._range_text())
+        else:
+            try:
+                return self.parse_text(raw)
+            except ValueError as error:
+                raise OptionError(f"invalid_{self.name}", str(error)) from None
+        above_minimum = value > self.minimum if self.minimum_excluded else value >= self.minimum
+        if not (above_minimum and value <= self.maximum):
+            self._refuse(self._range_text(), raw)
+        return value
+
+    def _range_text(self) -> str:
+        if self.type == "integer":
+            return f"must be a whole number from {self.minimum:g} to {self.maximum:g}"
+        lowest = "above" if self.minimum_excluded else "at least"
+        return f"must be a number {lowest} {self.minimum:g} and at most {self.maximum:g}"
+
+    def _refuse(self, rule: str, raw: str):
+        raise OptionError(f"invalid_{self.name}", f"{self.name} {rule}; got {raw[:32]!r}.")
+
+    def schema(self) -> dict:
+        """JSON Schema of the option, with its description (OpenAPI, docs page)."""
+        schema: dict = {"type": self.type, "description": self.description}
+        if self.choices is not None:
+            schema["enum"] = sorted(self.choices)
+        if self.minimum is not None:
+            schema["exclusiveMinimum" if self.minimum_excluded else "minimum"] = self.minimum
+            schema["maximum"] = self.maximum
+        if self.default is not None:
+            schema["default"] = self.default
+        if self.examples:
+            schema["examples"] = list(self.examples)
+        return schema
+
+
+def given_text(values: Mapping[str, str], name: str) -> str | None:
+    """The stripped text of an option; None when it is absent or blank."""
+    value = values.get(name)
+    return None if value is None or value.strip() == "" else value.strip()
+
+
+def _or_refuse(option: Option, parse, raw: str, rule: str):
+    try:
+        return parse(raw)
+    except ValueError:
+        option._refuse(rule, raw)
+
+
+def _output_format(choices: Mapping[str, str], default: str, description: str) -> Option:
+    return Option("format", "image_format", "string", description, default, choices=choices)
+
+
+def _max_dimension(ceiling_px: int) -> Option:
+    return Option("max_dimension", "max_dimension_px", "integer",
+                  "Long side of the output, px. Above MAX_DIMENSION is refused (400), not "
+                  "clamped; images are never scaled up.", ceiling_px,
+                  minimum=MIN_DIMENSION_PX, maximum=ceiling_px)
+
+
+def _refine(refine_default: bool) -> Option:
+    return Option("refine", "refine", "boolean",
+                  "Refine the mask's edges with a guided filter on the image, so hair and soft "
+                  "outlines follow the photo (the default is the REFINE_DEFAULT setting).",
+                  refine_default)
+
+
+def remove_spec(*, ceiling_px: int, refine_default: bool = False) -> tuple[Option, ...]:
+    """Every option of /api/bg/remove."""
+    return (
+        _output_format(REMOVE_FORMATS, "png", "png, or webp (lossless, with alpha)."),
+        Option("mask", "mask", "boolean", "Answer the greyscale mask (mask_<name>) instead of "
+               "the cut-out. Booleans accept true/false, 1/0, yes/no, on/off.", False),
+        Option("crop", "crop", "boolean",
+               "Crop to the subject's bounding box (the whole image if none).", False),
+        Option("margin", "margin_px", "integer", "Pixels kept around the subject, clamped to "
+               "the image; only with crop=true.", 0, minimum=0, maximum=ceiling_px),
+        _max_dimension(ceiling_px),
+        _refine(refine_default),
+    )
+
+
+def color_spec(*, ceiling_px: int, refine_default: bool = False) -> tuple[Option, ...]:
+    """Every option of /api/bg/change_color."""
+    return (
+        _output_format(COLOR_FORMATS, "jpeg", "jpeg (quality 90), png, or webp (lossless)."),
+        Option("color", "rgb", "string", "Background colour: #RRGGBB, #RGB or R,G,B (0-255).",
+               "#FFFFFF", parse_text=parse_color, examples=("#00FF00", "#0F0", "0,255,0")),
+        # NOTE: a radius of 0 would be the unblurred photo: the original background.
+        Option("blur", "blur_radius_px", "number", "Keep the photo's own background, "
+               "Gaussian-blurred with this radius (px). One background only: color, blur or "
+               "bg_file.", minimum=0.0, maximum=MAX_BLUR_RADIUS_PX, minimum_excluded=True),
+        _max_dimension(ceiling_px),
+        _refine(refine_default),
+    )
+
+
+def _read(spec: tuple[Option, ...], values: Mapping[str, str]) -> dict:
+    return {option.field: option.read(values) for option in spec}
+
+
 def remove_options(values: Mapping[str, str], *, ceiling_px: int,
                    refine_default: bool = False) -> RemoveOptions:
     """Options for /remove from text values (missing or blank: the default)."""
-    given = _Given(values)
-    crop = given.boolean("crop", False)
-    margin_px = given.integer("margin", 0, low=0, high=ceiling_px)
-    if margin_px and not crop:
+    given = _read(remove_spec(ceiling_px=ceiling_px, refine_default=refine_default), values)
+    if given["margin_px"] and not given["crop"]:
         raise OptionError("invalid_margin", "margin applies only with crop=true.")
-    return RemoveOptions(
-        image_format=given.choice("format", "png", REMOVE_FORMATS),
-        mask=given.boolean("mask", False),
-        crop=crop,
-        margin_px=margin_px,
-        max_dimension_px=given.integer("max_dimension", ceiling_px, low=MIN_DIMENSION_PX,
-                                       high=ceiling_px),
-        refine=given.boolean("refine", refine_default),
-    )
+    return RemoveOptions(**given)
 
 
 def color_options(values: Mapping[str, str], *, ceiling_px: int, refine_default: bool = False,
@@ -83,78 +212,10 @@ def color_options(values: Mapping[str, str], *, ceiling_px: int, refine_default:
     One background at a time: a colour, a blur of the photo's own, or an
     image (``background_file``); naming two is an error rather than a guess.
     """
-    given = _Given(values)
-    color_text = given.text("color")
-    try:
-        rgb = parse_color(color_text) if color_text is not None else (255, 255, 255)
-    except ValueError as error:
-        raise OptionError("invalid_color", str(error)) from None
-    blur = given.number("blur", low=0.0, high=MAX_BLUR_RADIUS_PX)
-    if sum((color_text is not None, blur is not None, background_file)) > 1:
+    given = _read(color_spec(ceiling_px=ceiling_px, refine_default=refine_default), values)
+    named = (given_text(values, "color") is not None, given["blur_radius_px"] is not None,
+             background_file)
+    if sum(named) > 1:
         raise OptionError("conflicting_background",
                           "Send one background: color, blur or bg_file.")
-    return ColorOptions(
-        image_format=given.choice("format", "jpeg", COLOR_FORMATS),
-        rgb=rgb,
-        blur_radius_px=blur,
-        max_dimension_px=given.integer("max_dimension", ceiling_px, low=MIN_DIMENSION_PX,
-                                       high=ceiling_px),
-        refine=given.boolean("refine", refine_default),
-    )
-
-
-class _Given:
-    """Typed reads of text options; each bad value is an OptionError named for it."""
-
-    def __init__(self, values: Mapping[str, str]):
-        self._values = values
-
-    def text(self, name: str) -> str | None:
-        value = self._values.get(name)
-        return None if value is None or value.strip() == "" else value.strip()
-
-    def choice(self, name: str, default: str, choices: dict[str, str]) -> str:
-        raw = (self.text(name) or default).lower()
-        if raw not in choices:
-            raise OptionError(f"invalid_{name}", f"{name} must be one of "
-                              f"{', '.join(choices)}; got {raw[:32]!r}.")
-        return choices[raw]
-
-    def boolean(self, name: str, default: bool) -> bool:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            return parse_boolean(raw)
-        except ValueError:
-            raise OptionError(f"invalid_{name}", f"{name} must be true/false, 1/0, yes/no or "
-                              f"on/off; got {raw[:32]!r}.") from None
-
-    def integer(self, name: str, default: int | None, *, low: int, high: int) -> int | None:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        value = _parsed_or_none(parse_whole_number, raw)
-        if value is None or not low <= value <= high:
-            raise OptionError(f"invalid_{name}", f"{name} must be a whole number from "
-                              f"{low} to {high}; got {raw[:32]!r}.")
-        return value
-
-    def number(self, name: str, *, low: float, high: float) -> float | None:
-        raw = self.text(name)
-        if raw is None:
-            return None
-        value = _parsed_or_none(parse_decimal_number, raw)
-        # NOTE: a radius of 0 would be the unblurred photo: the original background.
-        if value is None or not low < value <= high:
-            raise OptionError(f"invalid_{name}", f"{name} must be a number above {low:g} "
-                              f"and at most {high:g}; got {raw[:32]!r}.")
-        return value
-
-
-def _parsed_or_none(parse, raw: str):
-    """``parse(raw)``, or None where it raises ValueError (the caller names the option)."""
-    try:
-        return parse(raw)
-    except ValueError:
-        return None
+    return ColorOptions(**given)

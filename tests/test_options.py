@@ -3,8 +3,8 @@
 import pytest
 
 from isnet_wsgi.config import ConfigError, Settings
-from isnet_wsgi.options import (OptionError, cache_key_part, color_options,
-                                remove_options)
+from isnet_wsgi.options import (OptionError, cache_key_part, color_options, color_spec,
+                                remove_options, remove_spec)
 
 
 def test_defaults_fill_in_the_ceiling():
@@ -83,3 +83,22 @@ def test_one_rule_for_numbers_in_every_option_colour_and_setting(spelled):
     assert color_options({"blur": "2.5"}, ceiling_px=1024).blur_radius_px == 2.5
     assert remove_options({"max_dimension": "255"}, ceiling_px=1024).max_dimension_px == 255
     assert Settings.from_env({"MAX_DIMENSION": "2550", "MAX_UPLOAD_MB": "2.5"}).max_upload_mb == 2.5
+
+
+@pytest.mark.parametrize("spec, parse", [(remove_spec, remove_options),
+                                         (color_spec, color_options)])
+def test_what_the_spec_documents_is_what_the_parser_accepts(spec, parse):
+    for option in spec(ceiling_px=512):
+        schema = option.schema()
+        for value in schema.get("enum", []):
+            parse({option.name: value, "crop": "true"}, ceiling_px=512)
+        if "maximum" in schema:
+            top = schema["maximum"]
+            parse({option.name: f"{top:g}", "crop": "true"}, ceiling_px=512)
+            with pytest.raises(OptionError) as refused:
+                parse({option.name: f"{top + 1:g}", "crop": "true"}, ceiling_px=512)
+            assert refused.value.code == f"invalid_{option.name}"
+        if "default" in schema:
+            parsed = parse({}, ceiling_px=512)
+            explicit = parse({option.name: str(schema["default"]).lower()}, ceiling_px=512)
+            assert parsed == explicit
