@@ -119,7 +119,10 @@ def _high_bit_depth_to_grey(image: Image.Image):
 
     def to_grey(strip: Image.Image) -> Image.Image:
         values = np.array(strip, dtype=np.float32)  # a copy: it is scaled in place
-        values *= scale
+        # NaN and infinities (a float TIFF may hold them) become black or white.
+        with np.errstate(invalid="ignore", over="ignore"):
+            values *= scale
+        np.nan_to_num(values, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
         np.clip(values, 0, 255, out=values)
         return Image.fromarray(np.rint(values, out=values).astype(np.uint8), "L")
     return to_grey

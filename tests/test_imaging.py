@@ -289,3 +289,10 @@ def test_exif_orientation_is_applied_to_a_shrunk_png():
     expected = image.resize((1024, 512), Image.Resampling.LANCZOS).transpose(
         Image.Transpose.ROTATE_270)
     assert np.abs(np.asarray(decoded, int) - np.asarray(expected, int)).max() <= 1
+
+
+def test_nan_in_a_float_image_is_black_not_an_error():
+    ramp = np.tile(np.linspace(0, 3000, 64, dtype=np.float32), (8, 1))
+    ramp[:, 0] = np.nan
+    grey = np.asarray(decode(encode_image(Image.fromarray(ramp), "TIFF")).convert("L"), int)
+    assert grey[:, 0].max() == 0 and grey[:, -1].min() == 255
