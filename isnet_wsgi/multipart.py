@@ -148,8 +148,7 @@ class MultipartDecoder:
     Once it has raised MultipartError the decoder must not be used again.
     """
 
-    def __init__(self, boundary: bytes, *, max_part_bytes: int | None = None,
-                 max_header_bytes: int = MAX_PART_HEADER_BYTES,
+    def __init__(self, boundary: bytes, *, max_header_bytes: int = MAX_PART_HEADER_BYTES,
                  max_parts: int | None = MAX_PARTS) -> None:
         # Every delimiter but the first follows a line break: searching for
         # "\n--boundary" finds them all, and a CR before it is the CRLF's.
@@ -159,9 +158,8 @@ class MultipartDecoder:
         self._buffer = bytearray(b"\r\n")
         self._state = _State.PREAMBLE
         self._end_of_input = False
-        self._max_part_bytes, self._max_header_bytes = max_part_bytes, max_header_bytes
+        self._max_header_bytes = max_header_bytes
         self._max_parts, self._part_count = max_parts, 0
-        self._part_bytes, self._part_is_file = 0, False  # of the part being read
         self._header_scan = 0  # where the next unread header line starts
 
     def receive_data(self, data: bytes | None) -> None:
@@ -243,8 +241,7 @@ class MultipartDecoder:
             return self._need_data()
         event = _part_start(_parse_header_lines(bytes(buffer[:line_start])))
         del buffer[: self._header_scan]
-        self._state, self._part_bytes = _State.DATA, 0
-        self._part_is_file = event.filename is not None
+        self._state = _State.DATA
         return event
 
     def _read_data(self) -> Event:
@@ -261,11 +258,6 @@ class MultipartDecoder:
         return event
 
     def _emit_data(self, end: int, *, consumed: int, more: bool) -> PartData:
-        self._part_bytes += end
-        if self._max_part_bytes is not None and self._part_bytes > self._max_part_bytes:
-            kind = "file" if self._part_is_file else "field"
-            message = f"a {kind} may be at most {self._max_part_bytes} bytes"
-            raise MultipartLimitError(message, limit=kind, max_allowed=self._max_part_bytes)
         data = bytes(self._buffer[:end])
         del self._buffer[:consumed]
         return PartData(data, more)

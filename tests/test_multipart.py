@@ -318,7 +318,7 @@ def test_8_mb_file_in_64_kib_chunks_is_linear():
     payload = bytes(range(256)) * (8 * 1024 * 1024 // 256)
     body = body_of(form_data("file", payload, "big.png"))
     framing_bytes = body.index(payload)  # the delimiter line and the part's headers
-    decoder = MultipartDecoder(BOUNDARY, max_part_bytes=len(payload))
+    decoder = MultipartDecoder(BOUNDARY)
     chunk_bytes, fed, emitted = 64 * 1024, 0, 0
     started = time.perf_counter()
     for offset in range(0, len(body), chunk_bytes):
@@ -377,12 +377,11 @@ def test_header_block_over_its_limit_is_refused(piece):
     assert caught.value.limit == "header"
 
 
-def test_decoder_part_limit_names_the_kind_of_part():
+def test_a_part_over_its_limit_is_named_by_its_kind():
     for filename, kind in ((None, "field"), ("a.png", "file")):
-        decoder = MultipartDecoder(BOUNDARY, max_part_bytes=3)
-        decoder.receive_data(body_of(form_data("a", b"1234", filename)))
+        body = body_of(form_data("a", b"x" * 70_000, filename))
         with pytest.raises(MultipartLimitError) as caught:
-            events_of(decoder)
+            read_form(io.BytesIO(body).read, BOUNDARY, max_file_bytes=3)
         assert caught.value.limit == kind
 
 
