@@ -28,6 +28,9 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError,
                   TypeError, KeyError, ZeroDivisionError, struct.error)
 
 _MIB = 1024 * 1024
+# Pillow opens a JPEG with more pictures after the first (phones' MPO) as
+# "MPO": the same decoder, the same draft.
+_JPEG_FORMATS = ("JPEG", "MPO")
 # What a decode takes beyond what decode_cost_bytes counts (Python objects,
 # zlib's window, libjpeg's tables): measured at 0.5-1 MB, counted as 8.
 _DECODE_OVERHEAD_BYTES = 8 * _MIB
@@ -89,7 +92,7 @@ def decode(data: bytes, *, formats: tuple[str, ...], max_pixels: int,
         raise ImageTooLarge(
             f"The image is {width}x{height} px ({width * height} pixels); "
             f"the limit is {max_pixels} pixels.")
-    if image.format == "JPEG":
+    if image.format in _JPEG_FORMATS:
         # PERF: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image
         # will be shrunk anyway: less memory and time than a full decode.
         image.draft(image.mode, shrink.fit_size(image.size, max_dimension_px))
@@ -170,7 +173,7 @@ def _decoder_bytes(image: Image.Image, header_size: tuple[int, int]) -> int:
         else:  # RowsPerStrip
             block_pixels = width * min(height, _tiff_number(tags, 278, height))
         return block_pixels * max(4, _tiff_number(tags, 277, 1) * _tiff_sample_bytes(tags))
-    if image.format == "JPEG" and image.info.get("progressive"):
+    if image.format in _JPEG_FORMATS and image.info.get("progressive"):
         # A progressive JPEG keeps every DCT coefficient (2 bytes) of every
         # component at its full sampled size, whatever the draft scale.
         layers = [(max(1, h), max(1, v)) for _, h, v, _ in getattr(image, "layer", ())]

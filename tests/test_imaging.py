@@ -296,3 +296,16 @@ def test_nan_in_a_float_image_is_black_not_an_error():
     ramp[:, 0] = np.nan
     grey = np.asarray(decode(encode_image(Image.fromarray(ramp), "TIFF")).convert("L"), int)
     assert grey[:, 0].max() == 0 and grey[:, -1].min() == 255
+
+
+def test_a_multi_picture_jpeg_is_decoded_reduced_too():
+    pictures = [Image.new("RGB", (4000, 3000), colour) for colour in ("red", "blue")]
+    data = encode_image(pictures[0], "MPO", save_all=True, append_images=pictures[1:])
+    memory.trim()
+    memory.reset_peak_rss()
+    before_mb = memory.rss_mb()
+    image = decode(data)
+    red, green, blue = image.getpixel((5, 5))
+    assert image.size == (1024, 768) and red > 240 and green < 16 and blue < 16
+    # At 1/2 scale: 12 MB of pixels; in full it would have been 46.
+    assert memory.peak_rss_mb() - before_mb < 30
