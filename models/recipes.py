@@ -1,0 +1,217 @@
+"""Try quantisation recipes on the hard set: `python -m models.recipes [NAME ...]`.
+
+Each recipe is built into the cache folder (never over models/), calibrated
+on models/hardset/calibration/ only, and scored on the held-out photos with
+models/fidelity.py (the service's own mask path against rembg's). Peak RSS
+and bare inference time come from fresh child processes that create the
+session as the service does (isnet_wsgi/model.py's Segmenter, the Makefile's
+malloc settings) and run one 1024-px input; the children of all recipes run
+in turn, A B C A B C, so time ratios compare the same minutes of a shared
+machine. Not part of `make test`; ~5 minutes per recipe on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from models import build, calibrate, explore, fidelity, measure, quantize, source
+
+BUILT = "built model (default)"
+CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
+             "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "ORT_DISABLE_TELEMETRY": "1"}
+CHILD_TIMEOUT_S = 300
+
+
+def hardset_images():
+    return (fidelity.load_photo(photo) for photo in fidelity.photos(fidelity.CALIBRATION_DIR))
+
+
+explore.CALIBRATION_SETS["hardset"] = (hardset_images, False)
+DECODER_512 = ("/side1/", "/stage1d/")
+RECIPES = {
+    "default recipe, hard-set calibration": explore.Variant(quantize.Recipe(), "hardset"),
+    "hard-set, 90th percentile over samples": explore.Variant(quantize.Recipe(range_aggregate="p90"), "hardset"),
+    "hard-set, median over samples": explore.Variant(quantize.Recipe(range_aggregate="median"), "hardset"),
+    "hard-set, stage1d fp32 too": explore.Variant(quantize.Recipe(fp32_prefixes=DECODER_512), "hardset"),
+}
+
+
+def build_recipe(bench: explore.Workbench, name: str, variant: explore.Variant) -> tuple[Path, dict]:
+    """The recipe's model file in the cache, and the manifest the service reads."""
+    out = bench.cache / f"recipe-{list(RECIPES).index(name)}.onnx"
+    facts = quantize.quantize(bench.reference, out, lambda: iter(()), variant.recipe,
+                              bench.per_sample(variant.calibration))
+    return out, fidelity.variant_manifest(out, facts["input_quantisation"])
+
+
+def _child(model_path: Path, manifest_path: Path, tensor_path: Path, runs: int) -> dict:
+    """In a fresh process: the service's session, `runs` inferences, VmHWM."""
+    import time
+
+    from isnet_wsgi.model import ModelFile, Segmenter, SessionOptions
+
+    manifest = json.loads(manifest_path.read_text())
+    segmenter = Segmenter("recipe", ModelFile.open_verified(model_path, manifest["sha256"]), manifest,
+                          SessionOptions())
+    segmenter.start()
+    tensor = np.load(tensor_path)
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        segmenter.run(tensor)
+        seconds.append(time.perf_counter() - started)
+    return {"peak_rss_mb": round(measure._peak_rss_mb(), 1), "run_s": seconds}
+
+
+def run_child(model_path: Path, manifest_path: Path, tensor_path: Path, runs: int) -> dict:
+    """One child, in its own process group, stopped whole if anything goes wrong."""
+    command = [sys.executable, "-m", "models.recipes", "--child", str(model_path), str(manifest_path),
+               str(tensor_path), str(runs)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, **CHILD_ENV}, cwd=build.MODELS_DIR.parent)
+    try:
+        stdout, _ = child.communicate(timeout=CHILD_TIMEOUT_S)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    if child.returncode != 0:
+        raise RuntimeError(f"measuring {model_path.name} failed (exit {child.returncode})")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _service_tensor(manifest: dict, folder: Path) -> Path:
+    """The 1024-px input the service makes from the first held-out photo."""
+    from isnet_wsgi import imaging
+
+    quantisation = manifest["input"].get("quantisation")
+    image = fidelity.load_photo(fidelity.photos(fidelity.HELD_OUT_DIR)[0])
+    tensor = imaging.to_tensor(image, (calibrate.INPUT_SIZE_PX,) * 2,
+                               quantisation=(quantisation["scale"], quantisation["zero_point"]))
+    path = folder / f"tensor-{manifest['sha256'][:12]}.npy"
+    np.save(path, tensor)
+    return path
+
+
+def measure_in_turn(models: dict[str, tuple[Path, dict]], folder: Path, rounds: int = 3,
+                    runs: int = 2) -> dict[str, dict]:
+    """Peak RSS (max over children) and median run time per model, children in turn."""
+    prepared = {}
+    for index, (name, (path, manifest)) in enumerate(models.items()):
+        manifest_path = folder / f"manifest-{index}.json"
+        manifest_path.write_text(json.dumps(manifest))
+        prepared[name] = (path, manifest_path, _service_tensor(manifest, folder))
+    peaks, seconds = {name: [] for name in models}, {name: [] for name in models}
+    for _ in range(rounds):
+        for name, (path, manifest_path, tensor_path) in prepared.items():
+            report = run_child(path, manifest_path, tensor_path, runs)
+            peaks[name].append(report["peak_rss_mb"])
+            seconds[name].extend(report["run_s"][1:])  # the first run warms up
+    return {name: {"peak_rss_mb": max(peaks[name]), "median_s": round(statistics.median(seconds[name]), 3)}
+            for name in models}
+
+
+def lanczos_mask(pipeline, image) -> "Image.Image":
+    """Pipeline.mask with rembg's LANCZOS for both resizes instead of the service's BILINEAR."""
+    from PIL import Image
+
+    from isnet_wsgi import imaging
+
+    segmenter = pipeline.segmenter
+    mean, std = segmenter.normalisation
+    square = image.resize(segmenter.input_size_px, Image.Resampling.LANCZOS)
+    tensor = imaging.to_tensor(square, segmenter.input_size_px, mean=mean, std=std,
+                               quantisation=segmenter.input_quantisation)
+    mask = imaging.mask_from_output(segmenter.run(tensor), segmenter.input_size_px)
+    return mask.resize(image.size, Image.Resampling.LANCZOS)
+
+
+def resize_cost_ms(repeats: int = 15) -> dict[str, float]:
+    """Median ms of the two resizes of one request (photo to 1024x1024, mask back) per filter,
+    on the largest held-out photo."""
+    import time
+
+    from PIL import Image
+
+    image = max((fidelity.load_photo(p) for p in fidelity.photos(fidelity.HELD_OUT_DIR)),
+                key=lambda i: i.width * i.height)
+    mask = Image.new("L", (calibrate.INPUT_SIZE_PX,) * 2, 128)
+    costs = {}
+    for name, resample in (("bilinear", Image.Resampling.BILINEAR), ("lanczos", Image.Resampling.LANCZOS)):
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            image.resize(mask.size, resample)
+            mask.resize(image.size, resample)
+            seconds.append(time.perf_counter() - started)
+        costs[name] = round(statistics.median(seconds) * 1000, 1)
+    return {**costs, "photo_px": f"{image.width}x{image.height}"}
+
+
+def filter_comparison() -> dict:
+    """The built int8 model and the fp32 model, each through the service's
+    mask path with its BILINEAR resizes and with LANCZOS ones: how much of
+    the gap to rembg is the filters, the x/255 normalisation and the model."""
+    models = {"int8 (built)": (build.MODEL_PATH, None)}
+    fp32 = build.fp32_reference(source.npm_model(source.cache_dir()), source.cache_dir())
+    models["fp32"] = (fp32, fidelity.variant_manifest(fp32, None))
+    result = {}
+    for name, (path, manifest) in models.items():
+        pipeline = fidelity.service_pipeline(path, manifest)
+        for filters, make in (("bilinear", pipeline.mask), ("lanczos", lambda i: lanczos_mask(pipeline, i))):
+            rows = {p.name: fidelity.score(make(fidelity.load_photo(p)), fidelity.load_reference(p))
+                    for p in fidelity.photos(fidelity.HELD_OUT_DIR)}
+            result[f"{name}, {filters}"] = {"photos": rows, **fidelity.summary(rows)}
+    return {"variants": result, "resize_ms": resize_cost_ms()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["--child"]:
+        model, manifest, tensor, runs = sys.argv[2:6]
+        print(json.dumps(_child(Path(model), Path(manifest), Path(tensor), int(runs))))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m models.recipes", description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="*", help=f"names from: {', '.join(RECIPES)}")
+    parser.add_argument("--filters", action="store_true",
+                        help="compare the service's resize filters with rembg's instead")
+    args = parser.parse_args(argv)
+    if args.filters:
+        result = filter_comparison()
+        (source.cache_dir() / "filters-result.json").write_text(json.dumps(result, indent=1))
+        for name, row in result["variants"].items():
+            print(f"{name}: {json.dumps({k: v for k, v in row.items() if k != 'photos'})}")
+        print(f"resize ms per request: {result['resize_ms']}")
+        return 0
+    cache = source.cache_dir()
+    bench = explore.Workbench(build.fp32_reference(source.npm_model(cache), cache), cache)
+    models = {BUILT: (build.MODEL_PATH, build.read_manifest())}
+    for name in args.recipes or RECIPES:
+        print(f"building: {name}", flush=True)
+        models[name] = build_recipe(bench, name, RECIPES[name])
+    scores = {}
+    for name, (path, manifest) in models.items():
+        scores[name] = fidelity.evaluate(path, manifest)
+        print(f"{name}: {json.dumps({k: v for k, v in scores[name].items() if k != 'photos'})}", flush=True)
+    costs = measure_in_turn(models, cache)
+    baseline = costs[BUILT]["median_s"]
+    print("| recipe | held-out IoU min | IoU median | MAE max | worst photo | peak RSS MB | time vs built |")
+    print("|---|---|---|---|---|---|---|")
+    for name in models:
+        s, c = scores[name], costs[name]
+        print(f"| {name} | {s['iou_min']:.4f} | {s['iou_median']:.4f} | {s['mae_max']:.4f} | {s['worst_photo']} "
+              f"| {c['peak_rss_mb']} | {c['median_s'] / baseline:.2f}x |")
+    (cache / "recipes-result.json").write_text(json.dumps({"scores": scores, "costs": costs}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
