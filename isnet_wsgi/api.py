@@ -8,7 +8,6 @@ import io
 import os
 import time
 from dataclasses import dataclass
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import Callable
 
 from . import __version__, imaging, memory
@@ -24,7 +23,7 @@ from .headers import parse_options_header
 from .multipart import (BoundaryError, Form, FormFile, MultipartError, MultipartLimitError,
                         NotMultipartError, boundary_from_content_type, read_form)
 from .options import OptionError, cache_key_part, color_options, remove_options
-from .pipeline import Output, Pipeline
+from .pipeline import Output, Pipeline, split_file_name
 
 # Room for the form's other fields and part headers next to the file itself.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -159,7 +158,7 @@ class BackgroundAPI:
             if key is not None:
                 self.cache.put(key, output)
         headers = [("Content-Disposition", attachment_header(
-            f"{output.prefix}_{_stem(upload.file.filename)}.{output.extension}"))]
+            output.file_name(upload.file.filename)))]
         if self.cache.enabled:
             headers.append(("X-Cache", "hit" if hit else "miss"))
         return Response(output.body, content_type=output.content_type, headers=headers)
@@ -247,7 +246,7 @@ class BackgroundAPI:
         return files[0] if files else None
 
     def _check_extension(self, filename: str) -> None:
-        suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower().lstrip(".")
+        _, suffix = split_file_name(filename)
         if suffix and suffix not in self.settings.allowed_extensions:
             raise UnsupportedMediaType(
                 f"Files ending in .{suffix[:16]} are not accepted; allowed: "
@@ -286,12 +285,6 @@ def _refuse_files_sent_as_text(values: dict[str, str], file_fields: tuple[str, .
             raise BadRequest(f"'{name}' arrived as text; send the image as a file part of a "
                              f"multipart/form-data form (curl -F {name}=@photo.jpg).",
                              code=f"{name}_not_a_file")
-
-
-def _stem(filename: str) -> str:
-    """The file name without folders or extension, whatever the client's OS."""
-    name = PureWindowsPath(PurePosixPath(filename).name).name
-    return PurePosixPath(name).stem or "image"
 
 
 __all__ = ["BackgroundAPI", "HTTPError"]

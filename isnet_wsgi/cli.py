@@ -17,7 +17,7 @@ from . import imaging
 from .config import ConfigError, Settings
 from .model import InferenceTimeout, ModelError, Segmenter
 from .options import OptionError, color_options, remove_options
-from .pipeline import Output, Pipeline, accepted_formats
+from .pipeline import Output, Pipeline, accepted_formats, split_file_name
 
 PROGRESS_BAR_WIDTH = 30
 
@@ -113,7 +113,7 @@ def _jobs(inputs: list[Path], settings: Settings):
     for path in inputs:
         if path.is_dir():
             yield from sorted(child for child in path.iterdir() if child.is_file()
-                              and child.suffix.lower().lstrip(".") in settings.allowed_extensions)
+                              and split_file_name(child.name)[1] in settings.allowed_extensions)
         else:
             yield path  # a missing file is reported as a failure, not skipped
 
@@ -143,7 +143,7 @@ def _target(path: Path, output: Path, result: Output, single_file: bool) -> Path
     # One input file and an OUT that names a file (has a suffix, is no folder): OUT itself.
     if single_file and output.suffix and not output.is_dir():
         return output
-    return output / f"{result.prefix}_{path.stem}.{result.extension}"
+    return output / result.file_name(path.name)
 
 
 class _Progress:

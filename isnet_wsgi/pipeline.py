@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Callable
 
 from PIL import Image
@@ -28,6 +29,20 @@ class Output:
     content_type: str
     prefix: str
     extension: str
+
+    def file_name(self, input_name: str) -> str:
+        """``<prefix>_<stem>.<extension>``, the stem taken from the input's name."""
+        return f"{self.prefix}_{split_file_name(input_name)[0]}.{self.extension}"
+
+
+def split_file_name(filename: str) -> tuple[str, str]:
+    """(stem, lower-case extension without the dot) of a file name from any OS.
+
+    Folders are dropped whether the client wrote them with / or \\ (or a
+    Windows drive); a name with no stem is "image", one with no suffix has "".
+    """
+    name = PurePosixPath(PureWindowsPath(PurePosixPath(filename).name).name)
+    return name.stem or "image", name.suffix.lower().lstrip(".")
 
 
 _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}

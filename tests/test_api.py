@@ -12,6 +12,7 @@ from PIL import Image
 from tests.helpers import (encode_image, make_settings, multipart_body, open_image,
                            photo_bytes)
 from tests.test_imaging import tiny_file_declaring
+from isnet_wsgi.pipeline import Output, split_file_name
 from isnet_wsgi.service import Service, create_app
 
 
@@ -391,3 +392,14 @@ def test_openapi_documents_every_setting_that_status_shows(client):
     assert (port["type"], port["default"], port["minimum"], port["maximum"]) == (
         "integer", 5000, 1, 65535)
     assert "PORT" in port["description"]
+
+
+@pytest.mark.parametrize("sent, extension, saved", [
+    ("C:\\Users\\me\\Photo.PNG", "png", "nobg_Photo.png"), ("../../etc/cat.jpg", "jpg", "nobg_cat.png"),
+    ("D:drive-relative.webp", "webp", "nobg_drive-relative.png"), (".png", "", "nobg_.png.png"),
+    ("noext", "", "nobg_noext.png")])
+def test_a_client_file_name_is_split_the_same_way_for_checks_and_downloads(sent, extension, saved):
+    stem, found = split_file_name(sent)
+    assert found == extension
+    output = Output(b"", "image/png", "nobg", "png")
+    assert output.file_name(sent) == saved
