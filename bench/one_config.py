@@ -24,9 +24,9 @@ import numpy as np
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort  # noqa: E402
 
-from bench import procfs  # noqa: E402
 from bench.configs import BY_NAME, Config  # noqa: E402
 from bench.stats import percentile  # noqa: E402
+from isnet_wsgi import memory  # noqa: E402
 
 _OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -108,7 +108,7 @@ def load(config: Config, model_path: Path) -> tuple[ort.InferenceSession, float]
 
 def measure(config: Config, model_path: Path, tensor_paths: list[Path], runs: int) -> dict:
     session, load_s = load(config, model_path)
-    hwm_load_mb = procfs.status_mb(os.getpid(), "VmHWM")
+    hwm_load_mb = memory.peak_rss_mb(os.getpid())
     first = np.load(tensor_paths[0])
     runner = Runner(session, config, first.shape)
     seconds = []
@@ -126,8 +126,8 @@ def measure(config: Config, model_path: Path, tensor_paths: list[Path], runs: in
         "p95_s": round(percentile(measured, 95), 3),
         "runs_s": [round(s, 3) for s in measured],
         "hwm_load_mb": hwm_load_mb,
-        "hwm_mb": procfs.status_mb(os.getpid(), "VmHWM"),
-        "rss_end_mb": procfs.status_mb(os.getpid(), "VmRSS"),
+        "hwm_mb": memory.peak_rss_mb(os.getpid()),
+        "rss_end_mb": memory.rss_mb(os.getpid()),
     }
 
 
@@ -137,7 +137,7 @@ def serve(config: Config, model_path: Path, tensor_shape) -> None:
     session, load_s = load(config, model_path)
     runner = Runner(session, config, tensor_shape)
     print(json.dumps({"ready": True, "load_s": round(load_s, 3),
-                      "hwm_mb": procfs.status_mb(os.getpid(), "VmHWM")}), flush=True)
+                      "hwm_mb": memory.peak_rss_mb(os.getpid())}), flush=True)
     for line in sys.stdin:
         if not line.strip():
             break
@@ -146,8 +146,8 @@ def serve(config: Config, model_path: Path, tensor_shape) -> None:
         runner.run(tensor)
         seconds, cpu_s = time.perf_counter() - started, _cpu_s() - cpu_before
         print(json.dumps({"seconds": round(seconds, 4), "cpu_s": round(cpu_s, 3),
-                          "hwm_mb": procfs.status_mb(os.getpid(), "VmHWM"),
-                          "rss_mb": procfs.status_mb(os.getpid(), "VmRSS")}), flush=True)
+                          "hwm_mb": memory.peak_rss_mb(os.getpid()),
+                          "rss_mb": memory.rss_mb(os.getpid())}), flush=True)
 
 
 def _cpu_s() -> float:

@@ -13,19 +13,20 @@ import statistics
 import time
 from pathlib import Path
 
-from bench import photos, procfs
+from bench import photos
 from bench.bare import BareSession
 from bench.configs import BY_NAME, Config
 from bench.servers import OurService
+from isnet_wsgi import memory
 
 def _worker_peaks(service: OurService, upload) -> dict:
     worker = service.worker_pids()[0]
-    idle_hwm = procfs.status_mb(worker, "VmHWM")
+    idle_hwm = memory.peak_rss_mb(worker)
     started = time.perf_counter()
     service.remove_background(*upload)
     return {"worker_pid": worker, "worker_hwm_idle_mb": idle_hwm,
             "first_request_s": time.perf_counter() - started,
-            "worker_hwm_one_request_mb": procfs.status_mb(worker, "VmHWM")}
+            "worker_hwm_one_request_mb": memory.peak_rss_mb(worker)}
 
 
 def run(service_model_path: Path, model: Path, tensors: Path, *, bare_config: Config,
@@ -59,7 +60,7 @@ def run(service_model_path: Path, model: Path, tensors: Path, *, bare_config: Co
                         seconds[label].append(spent)
             facts["bare_hwm_mb"] = bare.last["hwm_mb"]
             facts["bare_ort_defaults_hwm_mb"] = defaults.last["hwm_mb"]
-        facts["worker_hwm_end_mb"] = procfs.status_mb(facts["worker_pid"], "VmHWM")
+        facts["worker_hwm_end_mb"] = memory.peak_rss_mb(facts["worker_pid"])
     medians = {label: statistics.median(values) for label, values in seconds.items()}
     facts.update({"median_s": medians, "runs": {k: len(v) for k, v in seconds.items()},
                   "service_over_bare": medians["service"] / medians["bare"],

@@ -12,26 +12,13 @@ import threading
 import time
 from pathlib import Path
 
-_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+from isnet_wsgi import memory
 
-
-def status_mb(pid: int, field: str) -> float:
-    """A kB field of /proc/<pid>/status (VmHWM, VmRSS, ...) in MiB; 0 if gone."""
+def _rss_mb(pid: int) -> float:
+    """memory.rss_mb, or 0 for a process that is gone (a tree changes as it is read)."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return round(int(line.split()[1]) / 1024, 1)
+        return memory.rss_mb(pid)
     except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0.0
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/statm") as statm:
-            return int(statm.read().split()[1]) * _PAGE_KB / 1024
-    except (FileNotFoundError, ProcessLookupError, IndexError):
         return 0.0
 
 
@@ -56,7 +43,7 @@ def tree(pid: int) -> list[int]:
 
 
 def tree_rss_mb(pid: int) -> float:
-    return round(sum(rss_mb(member) for member in tree(pid)), 1)
+    return round(sum(_rss_mb(member) for member in tree(pid)), 1)
 
 
 def pss_mb(pid: int) -> float:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.parse
-import uuid
 from pathlib import Path
 
 from bench import procfs
+from tests.helpers import multipart_body
+from tests.processes import stop_group
+from tests.system.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -30,23 +30,6 @@ MAKE_RUN_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "13
                 "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "ORT_DISABLE_TELEMETRY": "1"}
 START_TIMEOUT_S = 120
 REQUEST_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-             .encode() for name, value in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-                 f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                 .encode() + data + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
-        f"multipart/form-data; boundary={boundary}"
 
 
 class Server:
@@ -108,15 +91,9 @@ class Server:
         return self.process.pid
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        # The whole session: gunicorn's worker, any helper a server forked.
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            # The whole session: gunicorn's worker, any helper a server forked.
+            stop_group(self.process)
 
     def __enter__(self):
         return self
@@ -150,7 +127,7 @@ class OurService(Server):
         return cls(command, env, log_dir / f"isnet-wsgi-{port}.log", port)
 
     def remove_background(self, filename: str, data: bytes) -> bytes:
-        body, content_type = multipart({}, filename, data)
+        body, content_type = multipart_body(data, filename)
         status, answer = self.request("POST", "/api/bg/remove", body,
                                       {"Content-Type": content_type})
         if status != 200:
@@ -187,7 +164,7 @@ class Rembg(Server):
         return server
 
     def remove_background(self, filename: str, data: bytes) -> bytes:
-        body, content_type = multipart({"model": "dis_custom"}, filename, data)
+        body, content_type = multipart_body(data, filename, {"model": "dis_custom"})
         extras = urllib.parse.quote(json.dumps({"model_path": str(self.model_path)}))
         status, answer = self.request("POST", f"/api/remove?extras={extras}", body,
                                       {"Content-Type": content_type})

@@ -21,6 +21,7 @@ from pathlib import Path
 from bench import installsize, photos, procfs
 from bench.servers import REMBG_VENV, OurService, Rembg
 from bench.stats import percentile
+from isnet_wsgi import memory
 
 SETTLE_S = 2.0  # let a server finish start-up work before reading its idle RSS
 CONCURRENT_CLIENTS = 4
@@ -109,11 +110,11 @@ def run(model_path: Path, service_model_path: Path, scratch: Path, *, rounds: in
                 "requests_per_s": len(values) / sum(values), "requests": len(values),
                 "tree_peak_mb": sampler.peak_mb, "tree_peak_pss_mb": sampler.peak_pss_mb,
                 "after_mb": procfs.tree_rss_mb(server.pid)})
-        facts[ours.name]["worker_hwm_mb"] = max(procfs.status_mb(p, "VmHWM") for p in workers)
+        facts[ours.name]["worker_hwm_mb"] = max(memory.peak_rss_mb(p) for p in workers)
         # The memory guard (MEMORY_LIMIT_MB) replaces a worker that grew too big;
         # a replaced worker's VmHWM no longer covers the whole run.
         facts[ours.name]["worker_recycled"] = workers != first_workers
-        facts[theirs.name]["worker_hwm_mb"] = procfs.status_mb(theirs.pid, "VmHWM")
+        facts[theirs.name]["worker_hwm_mb"] = memory.peak_rss_mb(theirs.pid)
         for server in (ours, theirs):
             facts[server.name].update(_concurrent(server, uploads, log))
     facts[ours.name]["install_mb"] = installsize.ours_mb()
