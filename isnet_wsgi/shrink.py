@@ -38,8 +38,11 @@ def cost_bytes(mode: str, size: tuple[int, int], max_px: int) -> int:
     target = fit_size(size, max_px)
     width, height = size
     if target == size:
-        # At most a converted copy (and float samples) of an image this small.
-        return 3 * 4 * width * height
+        # Converted whole: a 4-byte copy, and for 16/32-bit samples a float32
+        # and an 8-bit one before it.
+        if mode in ("RGB", "RGBA"):
+            return 0
+        return (9 if _is_high_bit_depth(mode) else 4) * width * height
     factor_x, factor_y = _reduce_factors(size, target)
     reduced_height = -(-height // factor_y)
     reduced = -(-width // factor_x) * reduced_height if factor_x * factor_y > 1 else 0
@@ -75,6 +78,10 @@ def shrunk_rgb_or_rgba(image: Image.Image, max_px: int) -> Image.Image:
     return rgb_or_rgba(reduced.resize(target, Image.Resampling.LANCZOS, box=box))
 
 
+def _is_high_bit_depth(mode: str) -> bool:
+    return mode.startswith("I") or mode == "F"  # I, I;16, I;16B, I;16L, I;16N, F
+
+
 def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "La", "PA", "RGBa") or (
         image.mode == "P" and "transparency" in image.info)
@@ -84,7 +91,7 @@ def rgb_or_rgba(image: Image.Image) -> Image.Image:
     """A small (already fitted) image in one of the two modes the pipeline takes."""
     if image.mode in ("RGB", "RGBA"):
         return image
-    if image.mode.startswith("I") or image.mode == "F":
+    if _is_high_bit_depth(image.mode):
         image = _high_bit_depth_to_grey(image)(image)
     return image.convert("RGBA" if _has_alpha(image) else "RGB")
 
@@ -95,7 +102,7 @@ def _working_mode(image: Image.Image):
     Alpha is premultiplied while resampling, as Pillow's resize does;
     greyscale stays one band until the end.
     """
-    if image.mode.startswith("I") or image.mode == "F":
+    if _is_high_bit_depth(image.mode):
         return "L", _high_bit_depth_to_grey(image)
     if _has_alpha(image):
         return "RGBa", lambda strip: (strip if strip.mode == "RGBA"
