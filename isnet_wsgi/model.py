@@ -206,7 +206,7 @@ class ModelFile:
     PERF: the gunicorn master keeps the model for every worker it will start.
     Held as bytes, that was 44 MB of private memory in the master for the
     server's whole life: a sixth of the replica's peak (PSS). The master now
-    hashes the file in 1 MiB reads and keeps only its descriptor; the data
+    hashes the file in fixed-size reads and keeps only its descriptor; the data
     stays in the page cache, which the kernel can reclaim, and a new worker
     reads it back from the cache in milliseconds.
 
@@ -215,8 +215,6 @@ class ModelFile:
     the worker checks the sha256 again on the bytes it reads: a changed file
     stops that worker instead of loading unverified weights.
     """
-
-    _READ_BYTES = 1 << 20
 
     def __init__(self, path: Path, sha256: str, file: BinaryIO):
         self.path = path
@@ -232,16 +230,11 @@ class ModelFile:
         except OSError as error:
             raise ModelError(f"model file {path} is unreadable: {error}") from None
         model_file = cls(Path(path), sha256, file)
-        digest = hashlib.sha256()
-        chunk = bytearray(cls._READ_BYTES)
-        offset = 0
         try:
-            while count := os.preadv(file.fileno(), [chunk], offset):
-                digest.update(memoryview(chunk)[:count])
-                offset += count
-            if offset == 0:
+            if os.fstat(file.fileno()).st_size == 0:
                 raise ModelError(f"model file {path} is empty; rebuild it with `make model`")
-            model_file._check(digest.hexdigest())
+            # PERF: hashed in file_digest's fixed-size reads, never held whole.
+            model_file._check(hashlib.file_digest(file, "sha256").hexdigest())
         except OSError as error:
             model_file.close()
             raise ModelError(f"model file {path} is unreadable: {error}") from None

@@ -45,7 +45,7 @@ LICENCE_NOTES = {
 
 def fp32_reference(src: source.Source, cache: Path) -> Path:
     """The single-output fp32 graph of `src`, cached by source sha256."""
-    key = hashlib.sha256(f"{src.sha256}:{_file_digest(MODELS_DIR / 'convert.py')}".encode()).hexdigest()
+    key = hashlib.sha256(f"{src.sha256}:{source.sha256_file(MODELS_DIR / 'convert.py')}".encode()).hexdigest()
     path = cache / f"{key}-fp32.onnx"
     if not path.is_file():
         model = convert.prepare_fp32(onnx.load(src.path))
@@ -55,13 +55,9 @@ def fp32_reference(src: source.Source, cache: Path) -> Path:
     return path
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def calibration_digests() -> dict[str, str]:
     directory = calibrate.CALIBRATION_DIR
-    return {p.name: _file_digest(p) for p in sorted(directory.iterdir()) if p.suffix == ".png"}
+    return {p.name: source.sha256_file(p) for p in sorted(directory.iterdir()) if p.suffix == ".png"}
 
 
 def build_key(src: source.Source, recipe: quantize.Recipe) -> str:
@@ -70,7 +66,7 @@ def build_key(src: source.Source, recipe: quantize.Recipe) -> str:
         "source": src.sha256,
         "recipe": recipe.describe(),
         "calibration": calibration_digests(),
-        "code": {name: _file_digest(MODELS_DIR / name) for name in BUILD_CODE},
+        "code": {name: source.sha256_file(MODELS_DIR / name) for name in BUILD_CODE},
         "onnxruntime": onnxruntime.__version__,
         "onnx": onnx.__version__,
     }
