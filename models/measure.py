@@ -154,6 +154,53 @@ def peak_rss(model_path: Path, photo: Path, runs: int = 1) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# The Makefile's (and the image's) malloc settings, for a child measured as the service runs.
+SERVICE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
+               "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "ORT_DISABLE_TELEMETRY": "1"}
+SERVICE_CHILD_TIMEOUT_S = 300
+
+
+def _service_child(model_path: Path, manifest_path: Path, tensor_path: Path, runs: int) -> dict:
+    """In a fresh process that imports only what a worker does: the service's
+    session (isnet_wsgi/model.py), `runs` inferences on a saved input, VmHWM."""
+    from isnet_wsgi.model import ModelFile, Segmenter, SessionOptions
+
+    manifest = json.loads(manifest_path.read_text())
+    segmenter = Segmenter("measured", ModelFile.open_verified(model_path, manifest["sha256"]), manifest,
+                          SessionOptions())
+    segmenter.start()
+    tensor = np.load(tensor_path)
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        segmenter.run(tensor)
+        seconds.append(time.perf_counter() - started)
+    return {"peak_rss_mb": round(_peak_rss_mb(), 1), "run_s": seconds}
+
+
+def service_run(model_path: Path, manifest_path: Path, tensor_path: Path, runs: int) -> dict:
+    """_service_child in its own process group, which is stopped whole if anything goes wrong."""
+    import signal
+
+    command = [sys.executable, "-m", "models.measure", "--service", str(model_path), str(manifest_path),
+               str(tensor_path), str(runs)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, **SERVICE_ENV}, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        stdout, _ = child.communicate(timeout=SERVICE_CHILD_TIMEOUT_S)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    if child.returncode != 0:
+        raise RuntimeError(f"measuring {model_path.name} failed (exit {child.returncode})")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
 if __name__ == "__main__":
-    model_arg, photo_arg, runs_arg = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    print(json.dumps(_child(Path(model_arg), Path(photo_arg), runs_arg)))
+    if sys.argv[1] == "--service":
+        model_arg, manifest_arg, tensor_arg, runs_arg = sys.argv[2:6]
+        print(json.dumps(_service_child(Path(model_arg), Path(manifest_arg), Path(tensor_arg), int(runs_arg))))
+    else:
+        model_arg, photo_arg, runs_arg = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        print(json.dumps(_child(Path(model_arg), Path(photo_arg), runs_arg)))

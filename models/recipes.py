@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,9 +23,6 @@ import numpy as np
 from models import build, calibrate, explore, fidelity, measure, quantize, source
 
 BUILT = "built model (default)"
-CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
-             "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "ORT_DISABLE_TELEMETRY": "1"}
-CHILD_TIMEOUT_S = 300
 
 
 def hardset_images():
@@ -37,8 +31,14 @@ def hardset_images():
 
 explore.CALIBRATION_SETS["hardset"] = (hardset_images, False)
 DECODER_512 = ("/side1/", "/stage1d/")
+DEEP_STAGES = ("/stage4/", "/stage5/", "/stage6/", "/stage5d/", "/stage4d/", "/pool34/", "/pool45/", "/pool56/")
+SIXTEEN_BIT = "hard-set, 16-bit activations, float Resizes"
 RECIPES = {
     "default recipe, hard-set calibration": explore.Variant(quantize.Recipe(), "hardset"),
+    "hard-set, float Resizes (no uint8 rewrite)": explore.Variant(quantize.Recipe(uint8_resize=False), "hardset"),
+    "hard-set, stages 4-6 and 4d-5d fp32 too": explore.Variant(
+        quantize.Recipe(fp32_prefixes=("/side1/",) + DEEP_STAGES, dynamic=False), "hardset"),
+    SIXTEEN_BIT: explore.Variant(quantize.Recipe(uint8_resize=False), "hardset"),
     "hard-set, 90th percentile over samples": explore.Variant(quantize.Recipe(range_aggregate="p90"), "hardset"),
     "hard-set, median over samples": explore.Variant(quantize.Recipe(range_aggregate="median"), "hardset"),
     "hard-set, stage1d fp32 too": explore.Variant(quantize.Recipe(fp32_prefixes=DECODER_512), "hardset"),
@@ -48,55 +48,29 @@ RECIPES = {
 def build_recipe(bench: explore.Workbench, name: str, variant: explore.Variant) -> tuple[Path, dict]:
     """The recipe's model file in the cache, and the manifest the service reads."""
     out = bench.cache / f"recipe-{list(RECIPES).index(name)}.onnx"
-    facts = quantize.quantize(bench.reference, out, lambda: iter(()), variant.recipe,
-                              bench.per_sample(variant.calibration))
-    return out, fidelity.variant_manifest(out, facts["input_quantisation"])
+    original = quantize.quantize_static
+    if name == SIXTEEN_BIT:
+        # NOTE: exploration only: quantize.py fixes uint8 activations (it is
+        # build code; changing it would rebuild the shipped model).
+        from onnxruntime.quantization import QuantType
 
-
-def _child(model_path: Path, manifest_path: Path, tensor_path: Path, runs: int) -> dict:
-    """In a fresh process: the service's session, `runs` inferences, VmHWM."""
-    import time
-
-    from isnet_wsgi.model import ModelFile, Segmenter, SessionOptions
-
-    manifest = json.loads(manifest_path.read_text())
-    segmenter = Segmenter("recipe", ModelFile.open_verified(model_path, manifest["sha256"]), manifest,
-                          SessionOptions())
-    segmenter.start()
-    tensor = np.load(tensor_path)
-    seconds = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        segmenter.run(tensor)
-        seconds.append(time.perf_counter() - started)
-    return {"peak_rss_mb": round(measure._peak_rss_mb(), 1), "run_s": seconds}
-
-
-def run_child(model_path: Path, manifest_path: Path, tensor_path: Path, runs: int) -> dict:
-    """One child, in its own process group, stopped whole if anything goes wrong."""
-    command = [sys.executable, "-m", "models.recipes", "--child", str(model_path), str(manifest_path),
-               str(tensor_path), str(runs)]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True,
-                             env={**os.environ, **CHILD_ENV}, cwd=build.MODELS_DIR.parent)
+        quantize.quantize_static = lambda *a, **k: original(*a, **{**k, "activation_type": QuantType.QUInt16})
     try:
-        stdout, _ = child.communicate(timeout=CHILD_TIMEOUT_S)
+        facts = quantize.quantize(bench.reference, out, lambda: iter(()), variant.recipe,
+                                  bench.per_sample(variant.calibration))
     finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-    if child.returncode != 0:
-        raise RuntimeError(f"measuring {model_path.name} failed (exit {child.returncode})")
-    return json.loads(stdout.strip().splitlines()[-1])
+        quantize.quantize_static = original
+    return out, fidelity.variant_manifest(out, facts["input_quantisation"])
 
 
 def _service_tensor(manifest: dict, folder: Path) -> Path:
     """The 1024-px input the service makes from the first held-out photo."""
     from isnet_wsgi import imaging
 
-    quantisation = manifest["input"].get("quantisation")
+    given = manifest["input"].get("quantisation")
     image = fidelity.load_photo(fidelity.photos(fidelity.HELD_OUT_DIR)[0])
     tensor = imaging.to_tensor(image, (calibrate.INPUT_SIZE_PX,) * 2,
-                               quantisation=(quantisation["scale"], quantisation["zero_point"]))
+                               quantisation=(given["scale"], given["zero_point"]) if given else None)
     path = folder / f"tensor-{manifest['sha256'][:12]}.npy"
     np.save(path, tensor)
     return path
@@ -113,15 +87,17 @@ def measure_in_turn(models: dict[str, tuple[Path, dict]], folder: Path, rounds: 
     peaks, seconds = {name: [] for name in models}, {name: [] for name in models}
     for _ in range(rounds):
         for name, (path, manifest_path, tensor_path) in prepared.items():
-            report = run_child(path, manifest_path, tensor_path, runs)
+            report = measure.service_run(path, manifest_path, tensor_path, runs)
             peaks[name].append(report["peak_rss_mb"])
             seconds[name].extend(report["run_s"][1:])  # the first run warms up
     return {name: {"peak_rss_mb": max(peaks[name]), "median_s": round(statistics.median(seconds[name]), 3)}
             for name in models}
 
 
-def lanczos_mask(pipeline, image) -> "Image.Image":
-    """Pipeline.mask with rembg's LANCZOS for both resizes instead of the service's BILINEAR."""
+def lanczos_mask(pipeline, image, by_max: bool = False) -> "Image.Image":
+    """Pipeline.mask with rembg's LANCZOS for both resizes instead of the service's
+    BILINEAR; `by_max` also divides by the resized image's maximum, as rembg does
+    (x/max - 0.5 is (x/255 - 0.5 m) / m with m = max/255: the same tensor code)."""
     from PIL import Image
 
     from isnet_wsgi import imaging
@@ -129,6 +105,9 @@ def lanczos_mask(pipeline, image) -> "Image.Image":
     segmenter = pipeline.segmenter
     mean, std = segmenter.normalisation
     square = image.resize(segmenter.input_size_px, Image.Resampling.LANCZOS)
+    if by_max:
+        brightest = max(int(np.asarray(square).max()), 1) / 255
+        mean, std = tuple(m * brightest for m in mean), tuple(s * brightest for s in std)
     tensor = imaging.to_tensor(square, segmenter.input_size_px, mean=mean, std=std,
                                quantisation=segmenter.input_quantisation)
     mask = imaging.mask_from_output(segmenter.run(tensor), segmenter.input_size_px)
@@ -157,28 +136,32 @@ def resize_cost_ms(repeats: int = 15) -> dict[str, float]:
     return {**costs, "photo_px": f"{image.width}x{image.height}"}
 
 
+def score_both_filters(model_path: Path, manifest: dict | None) -> dict[str, dict]:
+    """Held-out scores through the service's mask path as it is (BILINEAR), with
+    LANCZOS, and with LANCZOS and rembg's divide-by-max."""
+    pipeline = fidelity.service_pipeline(model_path, manifest)
+    result = {}
+    paths = {"bilinear": pipeline.mask, "lanczos": lambda i: lanczos_mask(pipeline, i),
+             "lanczos, /max": lambda i: lanczos_mask(pipeline, i, by_max=True)}
+    for filters, make in paths.items():
+        rows = {p.name: fidelity.score(make(fidelity.load_photo(p)), fidelity.load_reference(p))
+                for p in fidelity.photos(fidelity.HELD_OUT_DIR)}
+        result[filters] = {"photos": rows, **fidelity.summary(rows)}
+    return result
+
+
 def filter_comparison() -> dict:
     """The built int8 model and the fp32 model, each through the service's
     mask path with its BILINEAR resizes and with LANCZOS ones: how much of
     the gap to rembg is the filters, the x/255 normalisation and the model."""
-    models = {"int8 (built)": (build.MODEL_PATH, None)}
     fp32 = build.fp32_reference(source.npm_model(source.cache_dir()), source.cache_dir())
-    models["fp32"] = (fp32, fidelity.variant_manifest(fp32, None))
-    result = {}
-    for name, (path, manifest) in models.items():
-        pipeline = fidelity.service_pipeline(path, manifest)
-        for filters, make in (("bilinear", pipeline.mask), ("lanczos", lambda i: lanczos_mask(pipeline, i))):
-            rows = {p.name: fidelity.score(make(fidelity.load_photo(p)), fidelity.load_reference(p))
-                    for p in fidelity.photos(fidelity.HELD_OUT_DIR)}
-            result[f"{name}, {filters}"] = {"photos": rows, **fidelity.summary(rows)}
+    models = {"int8 (built)": (build.MODEL_PATH, None), "fp32": (fp32, fidelity.variant_manifest(fp32, None))}
+    result = {f"{name}, {filters}": row for name, (path, manifest) in models.items()
+              for filters, row in score_both_filters(path, manifest).items()}
     return {"variants": result, "resize_ms": resize_cost_ms()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and sys.argv[1:2] == ["--child"]:
-        model, manifest, tensor, runs = sys.argv[2:6]
-        print(json.dumps(_child(Path(model), Path(manifest), Path(tensor), int(runs))))
-        return 0
     parser = argparse.ArgumentParser(prog="python -m models.recipes", description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="*", help=f"names from: {', '.join(RECIPES)}")
     parser.add_argument("--filters", action="store_true",
@@ -199,16 +182,19 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = build_recipe(bench, name, RECIPES[name])
     scores = {}
     for name, (path, manifest) in models.items():
-        scores[name] = fidelity.evaluate(path, manifest)
-        print(f"{name}: {json.dumps({k: v for k, v in scores[name].items() if k != 'photos'})}", flush=True)
+        scores[name] = score_both_filters(path, manifest)
+        print(f"scored: {name}", flush=True)
     costs = measure_in_turn(models, cache)
     baseline = costs[BUILT]["median_s"]
-    print("| recipe | held-out IoU min | IoU median | MAE max | worst photo | peak RSS MB | time vs built |")
-    print("|---|---|---|---|---|---|---|")
+    print("| recipe | resizes | IoU min | IoU median | MAE max | MAE median | photos on target | worst photo "
+          "| peak RSS MB | time vs built |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in models:
-        s, c = scores[name], costs[name]
-        print(f"| {name} | {s['iou_min']:.4f} | {s['iou_median']:.4f} | {s['mae_max']:.4f} | {s['worst_photo']} "
-              f"| {c['peak_rss_mb']} | {c['median_s'] / baseline:.2f}x |")
+        for filters, s in scores[name].items():
+            c = costs[name]
+            print(f"| {name} | {filters} | {s['iou_min']:.4f} | {s['iou_median']:.4f} | {s['mae_max']:.4f} "
+                  f"| {s['mae_median']:.4f} | {s['on_target']}/{len(s['photos'])} | {s['worst_photo']} "
+                  f"| {c['peak_rss_mb']} | {c['median_s'] / baseline:.2f}x |")
     (cache / "recipes-result.json").write_text(json.dumps({"scores": scores, "costs": costs}, indent=1))
     return 0
 

@@ -25,8 +25,7 @@ from PIL import Image, ImageOps
 
 from models import build, fidelity, measure, reference
 
-TARGET_IOU = 0.99
-TARGET_MAE = 0.004
+TARGET_IOU, TARGET_MAE = fidelity.TARGET_IOU, fidelity.TARGET_MAE
 # Room for onnxruntime's kernels differing between CPUs (AVX2 vs AVX-512
 # integer and float paths), well under the gap to the targets.
 IOU_MARGIN = 0.01
