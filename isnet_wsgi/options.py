@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping
 
-from .imaging import parse_color
+from .imaging import format_names, parse_color
 from .numerals import parse_boolean, parse_decimal_number, parse_whole_number
 
 # Output formats per operation, with the aliases accepted for them.
-REMOVE_FORMATS = {"png": "PNG", "webp": "WEBP"}
-COLOR_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+REMOVE_FORMATS = format_names("PNG", "WEBP")
+COLOR_FORMATS = format_names("JPEG", "PNG", "WEBP")
 # Blur radius ceiling, px: beyond this the background is a uniform smear, and
 # larger radii only cost time.
 MAX_BLUR_RADIUS_PX = 100.0

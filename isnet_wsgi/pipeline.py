@@ -45,12 +45,10 @@ def split_file_name(filename: str) -> tuple[str, str]:
     return name.stem or "image", name.suffix.lower().lstrip(".")
 
 
-_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
-
-
 def _output(image: Image.Image, image_format: str, prefix: str, threads: int) -> Output:
+    encoding = imaging.ENCODINGS[image_format]
     return Output(imaging.encode(image, image_format, threads=threads),
-                  imaging.ENCODINGS[image_format][1], prefix, _EXTENSIONS[image_format])
+                  encoding.media_type, prefix, encoding.extension)
 
 
 def accepted_formats(settings: Settings) -> tuple[str, ...]:
