@@ -13,7 +13,6 @@ import os
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 # mallopt() parameter numbers from glibc's <malloc.h>.
-_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
@@ -48,16 +47,6 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     return round(_status_kb("VmHWM", pid) / 1024, 1)
 
 
-def reset_peak_rss() -> bool:
-    """Restart VmHWM from the current RSS (Linux >= 4.0), for per-request peaks."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def set_mmap_threshold(threshold_bytes: int) -> bool:
     """Serve allocations above this size from mmap, so free() unmaps them.
 
@@ -69,12 +58,6 @@ def set_mmap_threshold(threshold_bytes: int) -> bool:
     if _libc is None or threshold_bytes <= 0:
         return False
     return bool(_libc.mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes)))
-
-
-def set_trim_threshold(threshold_bytes: int) -> bool:
-    if _libc is None or threshold_bytes <= 0:
-        return False
-    return bool(_libc.mallopt(_M_TRIM_THRESHOLD, int(threshold_bytes)))
 
 
 def trim() -> bool:

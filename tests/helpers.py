@@ -55,3 +55,10 @@ def multipart_body(data: bytes, filename: str, fields: dict[str, str] | None = N
                  "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
+
+
+def reset_peak_rss() -> None:
+    """Restart this process's VmHWM from its current RSS (Linux >= 4.0), so a
+    test can read the peak of one step."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")

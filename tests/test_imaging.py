@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import encode_image, open_image, photo_bytes
+from tests.helpers import encode_image, open_image, photo_bytes, reset_peak_rss
 from isnet_wsgi import imaging, memory, shrink
 
 FORMATS = tuple(sorted(set(imaging.FORMAT_BY_EXTENSION.values())))
@@ -207,7 +207,7 @@ def test_a_small_file_that_decodes_huge_stays_within_the_budget(name):
     data = SMALL_BUT_HUGE[name]()
     assert len(data) < 200_000
     memory.trim()
-    memory.reset_peak_rss()
+    reset_peak_rss()
     before_mb = memory.rss_mb()
     try:
         image = decode(data, budget_bytes=BUDGET_BYTES)
@@ -302,7 +302,7 @@ def test_a_multi_picture_jpeg_is_decoded_reduced_too():
     pictures = [Image.new("RGB", (4000, 3000), colour) for colour in ("red", "blue")]
     data = encode_image(pictures[0], "MPO", save_all=True, append_images=pictures[1:])
     memory.trim()
-    memory.reset_peak_rss()
+    reset_peak_rss()
     before_mb = memory.rss_mb()
     image = decode(data)
     red, green, blue = image.getpixel((5, 5))
