@@ -33,7 +33,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from deploy.image.buildah import IMAGE, ISOLATION, ROOT, buildah, inspect_image
+from deploy.image.buildah import CACHE_DIR, IMAGE, ISOLATION, ROOT, buildah, buildah_command, inspect_image
 
 PHOTO = ROOT / "tests/data/astronaut.png"
 MANIFEST = ROOT / "models/isnet-general-tiny.json"
@@ -44,6 +44,13 @@ REQUEST_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 # requirements-dev.txt's own packages: the build stage's, never the runtime's.
 BUILD_ONLY_MODULES = ("onnx", "pytest", "webtest", "hypothesis", "kubernetes_validate")
+# The build context as buildah cuts it with .dockerignore: what the Dockerfile
+# COPYs must be in it; local state, tests and a checkout's own model must not.
+CONTEXT_NEEDS = ("requirements.txt", "requirements-dev.txt", "gunicorn.conf.py", "isnet_wsgi/app.py",
+                 "models/build.py", "models/isnet-general-tiny.json", "models/calibration")
+CONTEXT_EXCLUDES = (".git", ".venv", ".image-cache", ".pytest_cache", "tests", "bench", "deploy",
+                    "models/isnet-general-tiny.onnx")
+CONTEXT_IMAGE = "localhost/isnet-wsgi-context-probe:local"
 # Only loopback is contacted: no proxy from the environment applies.
 LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -73,7 +80,7 @@ class ImageConfig:
 def main() -> int:
     config = ImageConfig.of(inspect_image())
     container = buildah("from", "--pull=never", IMAGE, capture=True)
-    passed = []
+    passed = [check_build_context()]
     try:
         passed.append(check_model_file(container, config))
         passed.append(check_no_build_tools(container, config))
@@ -95,10 +102,10 @@ def main() -> int:
 def run_args(container: str, config: ImageConfig, command: list[str], port: int | None = None) -> list[str]:
     """`buildah run` of `command` as the image's user, in its WORKDIR, with its ENV."""
     env = {**config.env, **({"PORT": str(port)} if port is not None else {})}
-    return ["buildah", "--storage-driver", "vfs", "run", "--isolation", ISOLATION, "--network", "host",
-            "--user", config.user, "--workingdir", config.workdir,
-            *[arg for key, value in env.items() for arg in ("--env", f"{key}={value}")],
-            container, "--", *command]
+    return buildah_command("run", "--isolation", ISOLATION, "--network", "host",
+                           "--user", config.user, "--workingdir", config.workdir,
+                           *[arg for key, value in env.items() for arg in ("--env", f"{key}={value}")],
+                           container, "--", *command)
 
 
 @contextlib.contextmanager
@@ -221,6 +228,26 @@ def check_no_build_tools(container: str, config: ImageConfig) -> str:
                           capture_output=True, text=True, check=True, timeout=REQUEST_TIMEOUT_S)
     assert not done.stdout.strip(), f"the runtime image has build tools: {done.stdout.strip()}"
     return "no build tools"
+
+
+def check_build_context() -> str:
+    """Copy the whole context into a scratch image, as `COPY .` would, and look inside."""
+    probe = CACHE_DIR / "context-probe.Dockerfile"
+    probe.write_text("FROM scratch\nCOPY . /context\n")
+    buildah("bud", "--isolation", ISOLATION, "--quiet", "--file", str(probe), "--tag", CONTEXT_IMAGE, str(ROOT))
+    container = buildah("from", "--pull=never", CONTEXT_IMAGE, capture=True)
+    try:
+        context = Path(buildah("mount", container, capture=True)) / "context"
+        missing = [path for path in CONTEXT_NEEDS if not (context / path).exists()]
+        leaked = [path for path in CONTEXT_EXCLUDES if (context / path).exists()]
+        leaked += [str(path.relative_to(context)) for path in context.rglob("__pycache__")]
+        size_mb = sum(path.stat().st_size for path in context.rglob("*") if path.is_file()) / 1e6
+    finally:
+        buildah("rm", container)
+        buildah("rmi", CONTEXT_IMAGE)
+    assert not missing, f".dockerignore drops what the build needs: {missing}"
+    assert not leaked, f".dockerignore lets into the build context: {leaked}"
+    return f"build context {size_mb:.1f} MB as .dockerignore says"
 
 
 def check_model_file(container: str, config: ImageConfig) -> str:
