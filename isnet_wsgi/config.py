@@ -187,22 +187,16 @@ def shown_value(declaration: Declaration, value: Any) -> Any:
 def _parse(declaration: Declaration, kind: type, raw: str) -> Any:
     """The value of ``NAME=raw`` for a setting of this type, range-checked."""
     name = declaration.env
+    if kind is Path:
+        return Path(raw)
+    if kind not in _READERS:  # str, or str | None
+        return raw
+    read, expected = _READERS[kind]
     try:
-        if kind is bool:
-            return parse_boolean(raw)
-        if kind is int:
-            value = parse_whole_number(raw)
-        elif kind is float:
-            value = parse_decimal_number(raw)
-        elif kind is Path:
-            return Path(raw)
-        elif kind == tuple[str, ...]:
-            return _words(raw)
-        else:  # str, or str | None
-            return raw
-    except ValueError as error:
-        raise ConfigError(f"{name}={raw!r}: {error}") from None
-    if not declaration.low <= value <= declaration.high:
+        value = read(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} {expected}") from None
+    if declaration.low is not None and not declaration.low <= value <= declaration.high:
         raise ConfigError(f"{name}={value} is out of range "
                           f"[{declaration.low:g}, {declaration.high:g}]")
     return value
@@ -213,3 +207,12 @@ def _words(raw: str) -> tuple[str, ...]:
     if not words:
         raise ValueError("lists no values")
     return words
+
+
+# A setting's type -> its reader and what a value that fails it is not.
+_READERS: dict[Any, tuple[Callable[[str], Any], str]] = {
+    bool: (parse_boolean, "is not one of 1/0, true/false, yes/no, on/off"),
+    int: (parse_whole_number, "is not a whole number"),
+    float: (parse_decimal_number, "is not a number"),
+    tuple[str, ...]: (_words, "lists no values"),
+}
