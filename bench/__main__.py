@@ -138,8 +138,7 @@ def main(argv=None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="isnet-bench-"))
     tensors = scratch / "tensors"
     tensors.mkdir()
-    photos.write_tensors(tensors, *modelfile.normalisation(model),
-                         quantisation=modelfile.input_quantisation(model))
+    photos.write_tensors(tensors, modelfile.model_input(model))
     header, sections, rows, started = machine_header(args, model), [], None, time.monotonic()
     try:
         if "frontier" in wanted:

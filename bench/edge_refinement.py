@@ -8,8 +8,8 @@ rendered at 4x and box-downsampled, so thin strands have fractional alpha),
 laid over real backgrounds (brick, grass, gravel, tinted, and the Hubble deep
 field). The alpha used to composite is the truth.
 
-The real model runs on every composite as the service runs it (to_tensor,
-mask_from_output). Each refinement setting is then scored against the truth:
+The real model runs on every composite as the service runs it
+(Segmenter.mask). Each refinement setting is then scored against the truth:
 MAE of alpha (0..1), MAE on the edge band (pixels whose true alpha is strictly
 between 0 and 1, or within 3 px of the 0.5 outline), IoU at 0.5; and timed on
 a 1024x1024 composite (median), with its extra peak memory measured in a
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from isnet_wsgi import imaging, memory
+from isnet_wsgi import memory
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
 from isnet_wsgi.model import Segmenter, SessionOptions
 from isnet_wsgi.refine import refine_alpha
@@ -230,10 +230,7 @@ def scores(alpha: np.ndarray, mask: Image.Image) -> dict[str, float]:
 
 def infer(segmenter: Segmenter, image: Image.Image) -> Image.Image:
     """The model's mask, made exactly as the service makes it."""
-    mean, std = segmenter.normalisation
-    tensor = imaging.to_tensor(image, segmenter.input_size_px, mean=mean, std=std,
-                               quantisation=segmenter.input_quantisation)
-    return imaging.mask_from_output(segmenter.run(tensor), image.size)
+    return segmenter.mask(image)
 
 
 def _child(args: list[str]) -> dict:

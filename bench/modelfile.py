@@ -12,28 +12,17 @@ import json
 from pathlib import Path
 
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
+from isnet_wsgi.model import ModelInput
 from models.source import sha256_file as sha256  # stdlib only, like the bench
 
 
-def normalisation(model_path: Path):
-    """(mean, std) from the model's manifest, each one number or one per RGB
-    channel, as isnet_wsgi.imaging.to_tensor takes them; ISNet's without one."""
+def model_input(model_path: Path) -> ModelInput:
+    """What the model takes, from its manifest; ISNet's defaults without one."""
     try:
         manifest = json.loads(model_path.with_suffix(".json").read_text())
-        norm = manifest.get("input", {}).get("normalisation", {})
-        return _channels(norm.get("mean", 0.5)), _channels(norm.get("std", 1.0))
-    except (OSError, ValueError, AttributeError):
-        return 0.5, 1.0
-
-
-def input_quantisation(model_path: Path):
-    """(scale, zero point) when the model takes uint8 input, from its manifest."""
-    try:
-        manifest = json.loads(model_path.with_suffix(".json").read_text())
-        given = manifest.get("input", {}).get("quantisation")
-        return (float(given["scale"]), int(given["zero_point"])) if given else None
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        return None
+    except (OSError, ValueError):
+        manifest = {}
+    return ModelInput.from_manifest(manifest if isinstance(manifest, dict) else {})
 
 
 def float_input_twin(model_path: Path, scratch: Path) -> Path:
@@ -44,7 +33,7 @@ def float_input_twin(model_path: Path, scratch: Path) -> Path:
     x/255 - mean as float32, so it gets the file with that one node put back
     (quantize.unfold_input_quantisation).
     """
-    if input_quantisation(model_path) is None:
+    if model_input(model_path).quantisation is None:
         return model_path
     import onnx
 
@@ -56,10 +45,6 @@ def float_input_twin(model_path: Path, scratch: Path) -> Path:
     twin.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(twin))
     return twin
-
-
-def _channels(value):
-    return tuple(float(v) for v in value) if isinstance(value, list) else float(value)
 
 
 def servable(model_path: Path, scratch: Path) -> Path:
@@ -74,14 +59,14 @@ def servable(model_path: Path, scratch: Path) -> Path:
     manifest = manifest if isinstance(manifest, dict) else {}
     if manifest.get("sha256") == digest:
         return model_path
-    mean, std = normalisation(model_path)
+    wanted = model_input(model_path)
     linked = scratch / "model" / model_path.name
     linked.parent.mkdir(parents=True, exist_ok=True)
     if not linked.exists():
         linked.symlink_to(model_path)
     linked.with_suffix(".json").write_text(json.dumps({
         **manifest, "name": manifest.get("model", model_path.stem), "sha256": digest,
-        "input": {**manifest.get("input", {}), "normalisation": {"mean": mean, "std": std}},
+        "input": {**manifest.get("input", {}), "normalisation": {"mean": list(wanted.mean), "std": list(wanted.std)}},
         "note": "written by bench/modelfile.py for a benchmark run"}))
     return linked
 

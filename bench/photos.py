@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from isnet_wsgi import imaging
+from isnet_wsgi.model import ModelInput
 from models.measure import mask_iou
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def uploads() -> list[tuple[str, bytes]]:
     return [(Path(name).stem + ".png", png_bytes(load(name))) for name in PHOTO_NAMES]
 
 
-def write_tensors(folder: Path, mean=0.5, std=1.0, quantisation=None) -> list[Path]:
+def write_tensors(folder: Path, model_input: ModelInput) -> list[Path]:
     """The model input of each photo, made as the service makes it, as .npy files.
 
     NOTE: made once by the parent, so a frontier child's peak RSS holds no
@@ -65,8 +65,7 @@ def write_tensors(folder: Path, mean=0.5, std=1.0, quantisation=None) -> list[Pa
     """
     paths = []
     for name in PHOTO_NAMES:
-        tensor = imaging.to_tensor(load(name), (LONG_SIDE_PX, LONG_SIDE_PX), mean=mean, std=std,
-                                   quantisation=quantisation)
+        tensor = model_input.tensor(load(name))
         path = folder / (Path(name).stem + ".npy")
         np.save(path, tensor)
         paths.append(path)

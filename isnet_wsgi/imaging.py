@@ -1,4 +1,4 @@
-"""Images in and out: decode and validate, resize, model tensors, masks, encode.
+"""Images in and out: decode and validate, resize, compose, encode.
 
 Everything here works on bytes and Pillow images in memory; nothing touches
 the disk. Errors are ``InvalidImage`` subclasses that the app maps to 4xx.
@@ -43,8 +43,6 @@ _TRANSPOSE_BY_ORIENTATION = {
     6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-# A flat model output (max == min) must not divide by zero.
-_MASK_EPSILON = 1e-6
 # Mask values at or below this count as background when cropping: the
 # min-max normalised output leaves faint noise (1-5) far from the subject.
 SUBJECT_THRESHOLD = 16
@@ -196,77 +194,6 @@ def _tiff_sample_bytes(tags) -> int:
     given = [b for b in (bits if isinstance(bits, tuple) else (bits,))
              if isinstance(b, int) and 0 < b <= 64]
     return -(-max(given, default=8) // 8)
-
-
-def to_tensor(image: Image.Image, size_px: tuple[int, int], *,
-              mean: float | tuple[float, ...] = 0.5,
-              std: float | tuple[float, ...] = 1.0,
-              quantisation: tuple[float, int] | None = None) -> np.ndarray:
-    """The model's input: 1x3xHxW float32, (pixels / 255 - mean) / std.
-
-    ``mean`` and ``std`` are one number or one per RGB channel. With
-    ``quantisation`` (scale, zero point) the input is those values quantised
-    to uint8, for a model that takes them so (models/quantize.py).
-    """
-    rgb = image.convert("RGB") if image.mode != "RGB" else image
-    if rgb.size != size_px:
-        rgb = rgb.resize(size_px, Image.Resampling.BILINEAR)
-    if quantisation is not None:
-        quantised = rgb.point(quantisation_table(mean, std, *quantisation))
-        return np.ascontiguousarray(np.asarray(quantised).transpose(2, 0, 1)[np.newaxis])
-    pixels = np.asarray(rgb)
-    width, height = size_px
-    tensor = np.empty((1, 3, height, width), np.float32)
-    # PERF: one plane at a time, straight from the 8-bit pixels into the
-    # tensor: no full-size float temporaries (each a fresh mmap, hence page
-    # faults, under the service's malloc settings). 24 -> 8 ms at 1024 px.
-    for channel, (plane, offset, scale) in enumerate(zip(tensor[0], *_per_channel(mean, std))):
-        np.multiply(pixels[:, :, channel], np.float32(1.0 / 255.0), out=plane,
-                    dtype=np.float32)
-        plane -= offset
-        if scale != 1.0:
-            plane /= scale
-    return tensor
-
-
-def quantisation_table(mean, std, scale: float, zero_point: int) -> list[int]:
-    """Pillow point() table (256 entries per RGB band): pixel -> uint8 input.
-
-    The same float32 arithmetic as to_tensor's, then onnxruntime's
-    QuantizeLinear (round half to even, saturate), so the model sees exactly
-    the bytes it would have made from the float input.
-    """
-    levels = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)
-    bands = []
-    for offset, spread in zip(*_per_channel(mean, std)):
-        values = levels - offset
-        if spread != 1.0:
-            values /= spread
-        quantised = np.rint(values / np.float32(scale)) + zero_point
-        bands.append(np.clip(quantised, 0, 255).astype(np.uint8))
-    return np.concatenate(bands).tolist()
-
-
-def _per_channel(mean, std) -> tuple[np.ndarray, np.ndarray]:
-    return (np.broadcast_to(np.asarray(mean, np.float32), (3,)),
-            np.broadcast_to(np.asarray(std, np.float32), (3,)))
-
-
-def mask_from_output(output: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """The model's 1x1xHxW output as an 8-bit mask of the given size.
-
-    Min-max normalised with an epsilon (a flat output becomes all zero, not
-    NaN) and clipped before the cast, so nothing wraps around.
-    """
-    scores = np.asarray(output, dtype=np.float32).reshape(output.shape[-2:])
-    low, high = float(scores.min()), float(scores.max())
-    # In place on one copy: 6 -> 2 ms at 1024 px.
-    scaled = scores - np.float32(low)
-    scaled *= np.float32(255.0 / max(high - low, _MASK_EPSILON))
-    np.clip(scaled, 0, 255, out=scaled)
-    np.rint(scaled, out=scaled)
-    mask = Image.fromarray(scaled.astype(np.uint8), "L")
-    return mask if mask.size == size else mask.resize(size, Image.Resampling.BILINEAR)
 
 
 # A point() table: 255 where a pixel shows at all, 0 where it is fully transparent.

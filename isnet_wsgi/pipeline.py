@@ -7,7 +7,6 @@ HTTP: errors are imaging.InvalidImage subclasses and model.InferenceTimeout.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Callable
@@ -83,15 +82,8 @@ class Pipeline:
         ``refine`` makes the edges follow the image's own (refine.py); it runs
         after inference, once the model's buffers are freed.
         """
-        mean, std = self.segmenter.normalisation
-        tensor = imaging.to_tensor(image, self.segmenter.input_size_px, mean=mean, std=std,
-                                   quantisation=self.segmenter.input_quantisation)
-        started = time.perf_counter()
-        output = self.segmenter.run(tensor, timeout_s=timeout_s)
-        self.observe_inference_s(time.perf_counter() - started)
-        del tensor  # PERF: no longer needed while the mask is made
-        mask = imaging.mask_from_output(output, image.size)
-        del output
+        mask = self.segmenter.mask(image, timeout_s=timeout_s)
+        self.observe_inference_s(self.segmenter.last_run_s)
         return refine_alpha(image, mask) if refine else mask
 
     def remove(self, data: bytes, options: RemoveOptions, *,

@@ -65,12 +65,10 @@ def build_recipe(bench: explore.Workbench, name: str, variant: explore.Variant) 
 
 def _service_tensor(manifest: dict, folder: Path) -> Path:
     """The 1024-px input the service makes from the first held-out photo."""
-    from isnet_wsgi import imaging
+    from isnet_wsgi.model import ModelInput
 
-    given = manifest["input"].get("quantisation")
     image = fidelity.load_photo(fidelity.photos(fidelity.HELD_OUT_DIR)[0])
-    tensor = imaging.to_tensor(image, (calibrate.INPUT_SIZE_PX,) * 2,
-                               quantisation=(given["scale"], given["zero_point"]) if given else None)
+    tensor = ModelInput.from_manifest(manifest).tensor(image)
     path = folder / f"tensor-{manifest['sha256'][:12]}.npy"
     np.save(path, tensor)
     return path
@@ -98,19 +96,21 @@ def lanczos_mask(pipeline, image, by_max: bool = False) -> "Image.Image":
     """Pipeline.mask with rembg's LANCZOS for both resizes instead of the service's
     BILINEAR; `by_max` also divides by the resized image's maximum, as rembg does
     (x/max - 0.5 is (x/255 - 0.5 m) / m with m = max/255: the same tensor code)."""
+    import dataclasses
+
     from PIL import Image
 
-    from isnet_wsgi import imaging
+    from isnet_wsgi.model import mask_from_output
 
     segmenter = pipeline.segmenter
-    mean, std = segmenter.normalisation
-    square = image.resize(segmenter.input_size_px, Image.Resampling.LANCZOS)
+    model_input = segmenter.input
+    square = image.resize(model_input.size_px, Image.Resampling.LANCZOS)
     if by_max:
         brightest = max(int(np.asarray(square).max()), 1) / 255
-        mean, std = tuple(m * brightest for m in mean), tuple(s * brightest for s in std)
-    tensor = imaging.to_tensor(square, segmenter.input_size_px, mean=mean, std=std,
-                               quantisation=segmenter.input_quantisation)
-    mask = imaging.mask_from_output(segmenter.run(tensor), segmenter.input_size_px)
+        model_input = dataclasses.replace(
+            model_input, mean=tuple(m * brightest for m in model_input.mean),
+            std=tuple(s * brightest for s in model_input.std))
+    mask = mask_from_output(segmenter.run(model_input.tensor(square)), model_input.size_px)
     return mask.resize(image.size, Image.Resampling.LANCZOS)
 
 

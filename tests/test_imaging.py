@@ -107,27 +107,6 @@ def test_small_images_are_never_upscaled():
     assert decode(encode_image(Image.new("RGB", (30, 20)), "PNG")).size == (30, 20)
 
 
-def test_tensor_is_normalised_nchw():
-    image = Image.new("RGB", (10, 10), (255, 0, 128))
-    tensor = imaging.to_tensor(image, (32, 16))
-    assert tensor.shape == (1, 3, 16, 32) and tensor.dtype == np.float32
-    assert np.allclose(tensor[0, :, 0, 0], [0.5, -0.5, 128 / 255 - 0.5], atol=1e-6)
-
-
-def test_tensor_takes_a_mean_and_std_per_channel():
-    image = Image.new("RGB", (4, 4), (255, 255, 255))
-    tensor = imaging.to_tensor(image, (4, 4), mean=(0.5, 0.25, 0.0), std=(1.0, 0.5, 2.0))
-    assert np.allclose(tensor[0, :, 0, 0], [0.5, 1.5, 0.5])
-
-
-def test_mask_is_min_max_scaled_and_a_flat_output_is_not_nan():
-    scores = np.array([[[[0.2, 0.4], [0.6, 0.2]]]], dtype=np.float32)
-    mask = np.asarray(imaging.mask_from_output(scores, (2, 2)))
-    assert np.abs(mask.astype(int) - [[0, 128], [255, 0]]).max() <= 1
-    flat = imaging.mask_from_output(np.full((1, 1, 4, 4), 0.7, np.float32), (8, 8))
-    assert np.asarray(flat).max() == 0 and flat.size == (8, 8)
-
-
 def test_cutout_and_colour_use_the_mask_as_soft_alpha():
     image = Image.new("RGB", (2, 1), (200, 100, 0))
     mask = Image.frombytes("L", (2, 1), bytes([255, 128]))
@@ -163,16 +142,6 @@ def test_parse_color_accepts_the_documented_forms(text, rgb):
 def test_parse_color_refuses_everything_else(text):
     with pytest.raises(ValueError):
         imaging.parse_color(text)
-
-
-def test_quantised_tensor_applies_mean_std_and_quantisation_per_channel():
-    image = Image.fromarray((np.arange(16 * 16 * 3) % 256).astype(np.uint8).reshape(16, 16, 3), "RGB")
-    mean, std, quantisation = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (0.02, 120)
-    floats = imaging.to_tensor(image, (16, 16), mean=mean, std=std)
-    quantised = imaging.to_tensor(image, (16, 16), mean=mean, std=std, quantisation=quantisation)
-    expected = np.clip(np.rint(floats / np.float32(0.02)) + 120, 0, 255).astype(np.uint8)
-    assert quantised.dtype == np.uint8
-    np.testing.assert_array_equal(quantised, expected)
 
 
 # --- The decode memory budget ---------------------------------------------

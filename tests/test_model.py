@@ -1,5 +1,6 @@
 """The Segmenter and its model file: verified, kept open, and described right."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -8,9 +9,12 @@ import numpy as np
 import onnx
 import pytest
 
-from isnet_wsgi import imaging, memory
+from PIL import Image
+
+from isnet_wsgi import memory
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
-from isnet_wsgi.model import ModelError, ModelFile, Segmenter, SessionOptions
+from isnet_wsgi.model import (ModelError, ModelFile, ModelInput, Segmenter, SessionOptions,
+                              mask_from_output)
 from models import quantize
 from tests.helpers import open_image, photo_bytes
 
@@ -20,7 +24,7 @@ MANIFEST_PATH = DEFAULT_MODEL_PATH.with_suffix(".json")
 def test_the_manifest_quantises_the_input_as_the_model_expects():
     segmenter = Segmenter.load(DEFAULT_MODEL_PATH, MANIFEST_PATH, SessionOptions())
     model = onnx.load(str(DEFAULT_MODEL_PATH))
-    assert segmenter.input_quantisation == quantize.input_quantisation(model)
+    assert segmenter.input.quantisation == quantize.input_quantisation(model)
 
 
 def test_a_manifest_that_misdescribes_the_input_stops_the_worker(tmp_path):
@@ -37,12 +41,10 @@ def test_a_manifest_that_misdescribes_the_input_stops_the_worker(tmp_path):
 def test_uint8_input_is_the_float_input_quantised(service):
     """What the model gets from the service is what its removed QuantizeLinear made."""
     segmenter = service.segmenter
-    mean, std = segmenter.normalisation
     image = open_image(photo_bytes("coffee.png")).convert("RGB")
-    floats = imaging.to_tensor(image, (1024, 1024), mean=mean, std=std)
-    quantised = imaging.to_tensor(image, (1024, 1024), mean=mean, std=std,
-                                  quantisation=segmenter.input_quantisation)
-    scale, zero_point = segmenter.input_quantisation
+    floats = dataclasses.replace(segmenter.input, quantisation=None).tensor(image)
+    quantised = segmenter.input.tensor(image)
+    scale, zero_point = segmenter.input.quantisation
     expected = np.clip(np.rint(floats / np.float32(scale)) + zero_point, 0, 255)
     assert quantised.dtype == np.uint8 and quantised.shape == (1, 3, 1024, 1024)
     np.testing.assert_array_equal(quantised, expected.astype(np.uint8))
@@ -56,7 +58,7 @@ def test_the_verified_file_is_kept_open_not_in_memory(tmp_path):
     del data
     before_kb = memory.rss_mb() * 1024
     model_file = ModelFile.open_verified(path, digest)
-    assert memory.rss_mb() * 1024 - before_kb < 8 * 1024  # hashed in 1 MiB reads
+    assert memory.rss_mb() * 1024 - before_kb < 8 * 1024  # hashed in fixed-size reads
     path.rename(tmp_path / "moved.bin")  # the open file is still the checked one
     assert hashlib.sha256(model_file.verified_bytes()).hexdigest() == digest
     model_file.close()
@@ -94,3 +96,45 @@ def test_a_file_emptied_after_start_up_is_refused_by_the_worker(tmp_path):
 def test_a_folder_is_refused_as_unreadable(tmp_path):
     with pytest.raises(ModelError, match="is unreadable"):
         ModelFile.open_verified(tmp_path, "0" * 64)
+
+
+# --- The input and output contract, without the model ---------------------
+
+def test_tensor_is_normalised_nchw():
+    image = Image.new("RGB", (10, 10), (255, 0, 128))
+    tensor = ModelInput(size_px=(32, 16)).tensor(image)
+    assert tensor.shape == (1, 3, 16, 32) and tensor.dtype == np.float32
+    assert np.allclose(tensor[0, :, 0, 0], [0.5, -0.5, 128 / 255 - 0.5], atol=1e-6)
+
+
+def test_tensor_takes_a_mean_and_std_per_channel():
+    image = Image.new("RGB", (4, 4), (255, 255, 255))
+    tensor = ModelInput((4, 4), mean=(0.5, 0.25, 0.0), std=(1.0, 0.5, 2.0)).tensor(image)
+    assert np.allclose(tensor[0, :, 0, 0], [0.5, 1.5, 0.5])
+
+
+def test_mask_is_min_max_scaled_and_a_flat_output_is_not_nan():
+    scores = np.array([[[[0.2, 0.4], [0.6, 0.2]]]], dtype=np.float32)
+    mask = np.asarray(mask_from_output(scores, (2, 2)))
+    assert np.abs(mask.astype(int) - [[0, 128], [255, 0]]).max() <= 1
+    flat = mask_from_output(np.full((1, 1, 4, 4), 0.7, np.float32), (8, 8))
+    assert np.asarray(flat).max() == 0 and flat.size == (8, 8)
+
+
+def test_quantised_tensor_applies_mean_std_and_quantisation_per_channel():
+    image = Image.fromarray((np.arange(16 * 16 * 3) % 256).astype(np.uint8).reshape(16, 16, 3), "RGB")
+    mean, std, quantisation = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (0.02, 120)
+    floats = ModelInput((16, 16), mean, std).tensor(image)
+    quantised = ModelInput((16, 16), mean, std, quantisation).tensor(image)
+    expected = np.clip(np.rint(floats / np.float32(0.02)) + 120, 0, 255).astype(np.uint8)
+    assert quantised.dtype == np.uint8
+    np.testing.assert_array_equal(quantised, expected)
+
+
+def test_the_segmenter_answers_a_mask_of_the_image_size(service):
+    image = open_image(photo_bytes("coffee.png")).convert("RGB")
+    mask = service.segmenter.mask(image)
+    assert mask.mode == "L" and mask.size == image.size
+    assert service.segmenter.last_run_s > 0
+    values = np.asarray(mask)
+    assert values.min() == 0 and values.max() == 255  # min-max: a cup and a background
