@@ -128,7 +128,7 @@ class Config:
 def from_settings(settings, environ: dict[str, str]) -> Config:
     """The point the service runs at with these isnet_wsgi.config.Settings,
     started with this environment (`make run`'s exports included)."""
-    from isnet_wsgi.model import DISABLED_OPTIMIZERS  # noqa: PLC0415 (imports onnxruntime)
+    from isnet_wsgi.session import DISABLED_OPTIMIZERS  # noqa: PLC0415 (imports onnxruntime)
 
     env = {key: value for key, value in environ.items()
            if key.startswith(("MALLOC_", "MIMALLOC_")) or key in ("GLIBC_TUNABLES", "LD_PRELOAD")}

@@ -27,6 +27,8 @@ import onnxruntime as ort  # noqa: E402
 from bench.configs import BY_NAME, Config  # noqa: E402
 from bench.stats import percentile  # noqa: E402
 from isnet_wsgi import memory  # noqa: E402
+from isnet_wsgi.session import SessionOptions  # noqa: E402
+from isnet_wsgi.session import session_options as service_session_options  # noqa: E402
 
 _OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -37,20 +39,18 @@ _OPT_LEVELS = {
 
 
 def session_options(config: Config) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     if config.ort_defaults:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
         return options
-    options.intra_op_num_threads = config.intra_op_threads or len(os.sched_getaffinity(0))
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.enable_cpu_mem_arena = config.cpu_arena or config.arena_cfg is not None
-    options.enable_mem_pattern = config.memory_pattern
+    # The service's own options (isnet_wsgi.model), then what this point changes.
+    options = service_session_options(SessionOptions(
+        intra_op_threads=config.intra_op_threads or len(os.sched_getaffinity(0)),
+        cpu_arena=config.cpu_arena or config.arena_cfg is not None,
+        memory_pattern=config.memory_pattern, spin_stop=config.spin_stop))
     options.graph_optimization_level = _OPT_LEVELS[config.graph_optimization]
     if not config.allow_spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if config.spin_stop:
-        options.add_session_config_entry("session.force_spinning_stop", "1")
     if not config.prepacking:
         options.add_session_config_entry("session.disable_prepacking", "1")
     if config.arena_cfg is not None:

@@ -29,30 +29,11 @@ from . import memory
 from .config import Settings
 from .modelfile import ModelError, ModelFile, read_manifest
 
-# NOTE: onnxruntime was seen resolving a telemetry host after import; the
-# service makes no network call of its own, so switch that off first.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort  # noqa: E402
+from .session import DISABLED_OPTIMIZERS, SessionOptions, ort, session_options
 
 
 class InferenceTimeout(RuntimeError):
     """A run was stopped because it passed its deadline."""
-
-
-@dataclass(frozen=True)
-class SessionOptions:
-    intra_op_threads: int = 2
-    cpu_arena: bool = False
-    memory_pattern: bool = False
-    mmap_threshold_kb: int = 64
-
-
-# PERF: onnxruntime's blocked (NCHWc) layout pads the fp32 head's 1-channel
-# outputs to 16 channels: the final upsample and sigmoid made 64 MB tensors
-# instead of 4 MB. Without it (the rest of the graph is uint8 and does not
-# use the layout): bare peak 266 -> 262 MB, 1.22x -> 1.19x of onnxruntime's
-# defaults in the same minutes, masks equal within 2.4e-7.
-DISABLED_OPTIMIZERS = ["NchwcTransformer"]
 
 
 # A flat model output (max == min) must not divide by zero.
@@ -203,7 +184,7 @@ class Segmenter:
             raise
         try:
             self._session = ort.InferenceSession(
-                model_bytes, sess_options=self._session_options(),
+                model_bytes, sess_options=session_options(self.options),
                 providers=["CPUExecutionProvider"],
                 disabled_optimizers=DISABLED_OPTIMIZERS)
         except Exception as error:  # onnxruntime raises its own exception types
@@ -241,20 +222,6 @@ class Segmenter:
         output = self.run(tensor, timeout_s=timeout_s)
         del tensor  # PERF: no longer needed while the mask is made
         return mask_from_output(output, image.size)
-
-    def _session_options(self) -> ort.SessionOptions:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.options.intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.enable_cpu_mem_arena = self.options.cpu_arena
-        options.enable_mem_pattern = self.options.memory_pattern
-        options.log_severity_level = 3
-        # PERF: the intra-op threads spin between kernels (fast), but not after
-        # the run, when this process decodes and encodes on the same cores:
-        # 85-89 ms of service overhead per 1024-px request instead of 97-101.
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-        return options
 
     def run(self, tensor: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
         """One inference. Raises InferenceTimeout past timeout_s."""
