@@ -37,13 +37,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from isnet_wsgi import memory
+from isnet_wsgi import imaging, memory
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
 from isnet_wsgi.model import Segmenter, SessionOptions
 from isnet_wsgi.refine import refine_alpha
+from models.measure import mask_iou
 
 ROOT = Path(__file__).resolve().parent.parent
-PHOTO_DIRS = (ROOT / "tests" / "data", ROOT.parent / "shared" / "photos")
+PHOTOS = ROOT / "tests" / "data"  # the repository's own copies, with their licences
 RESULTS = ROOT / "bench" / "results" / "edge-refinement.md"
 CANVAS_LONG_SIDE_PX = 1024  # the service's largest image: the most work per request
 SUPERSAMPLE = 4             # alpha is drawn at 4x and box-averaged: exact fractional coverage
@@ -109,11 +110,8 @@ PER_CASE = ("none (model mask)", "colour r16 eps1e-5 band s4 (default)",
 
 
 def photo(name: str) -> Image.Image:
-    for folder in PHOTO_DIRS:
-        if (folder / name).exists():
-            with Image.open(folder / name) as opened:
-                return opened.convert("RGB")
-    raise FileNotFoundError(f"{name} is in none of {[str(d) for d in PHOTO_DIRS]}")
+    with Image.open(PHOTOS / name) as opened:
+        return opened.convert("RGB")
 
 
 def _fit(image: Image.Image) -> tuple[Image.Image, float]:
@@ -193,12 +191,7 @@ def subject(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def background(name: str, size: tuple[int, int]) -> np.ndarray:
     file_name, tint = BACKGROUNDS[name]
-    image = photo(file_name)
-    scale = max(size[0] / image.width, size[1] / image.height)  # cover, then centre-crop
-    image = image.resize((round(image.width * scale), round(image.height * scale)),
-                         Image.Resampling.LANCZOS)
-    left, top = (image.width - size[0]) // 2, (image.height - size[1]) // 2
-    pixels = np.asarray(image.crop((left, top, left + size[0], top + size[1])), np.float32) / 255
+    pixels = np.asarray(imaging.cover(photo(file_name), size), np.float32) / 255
     return pixels * np.asarray(tint, np.float32) if tint else pixels
 
 
@@ -222,10 +215,8 @@ def scores(alpha: np.ndarray, mask: Image.Image) -> dict[str, float]:
     near_outline = (np.asarray(outline.filter(ImageFilter.MaxFilter(size)))
                     != np.asarray(outline.filter(ImageFilter.MinFilter(size))))
     band = near_outline | ((alpha > 0.5 / 255) & (alpha < 1 - 0.5 / 255))
-    predicted_hard = predicted >= 0.5
-    union = (hard | predicted_hard).sum()
     return {"mae": float(error.mean()), "edge_mae": float(error[band].mean()),
-            "iou": float((hard & predicted_hard).sum() / union) if union else 1.0}
+            "iou": mask_iou(predicted, alpha)}
 
 
 def infer(segmenter: Segmenter, image: Image.Image) -> Image.Image:
