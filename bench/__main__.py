@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench import (configs, frontier, modelfile, overhead, photos, report, servers, sidebyside,
                    stages)
+from models import reference
 
 SECTIONS = ("frontier", "stages", "side-by-side", "overhead")
 # (frontier runs per point, -, side-by-side rounds, overhead rounds)
@@ -112,11 +113,19 @@ def run_side_by_side(args, model, scratch, plan, sections) -> None:
         servers.install_rembg()
     rounds = args.rounds or plan[2]
     print(f"side-by-side: isnet-wsgi vs rembg, {rounds} round(s) over {len(photos.PHOTO_NAMES)} photos")
-    result = sidebyside.run(modelfile.float_input_twin(model, scratch),
-                            modelfile.servable(model, scratch), scratch, rounds=rounds,
-                            service_config=service_point(args))
+    ours = modelfile.servable(model, scratch)
+    result = sidebyside.run(modelfile.float_input_twin(model, scratch), ours, scratch,
+                            rounds=rounds, service_config=service_point(args))
     sections.append(("Side by side with rembg (same ONNX file, same machine, same run)",
                      report.side_by_side_table(result)))
+    # As users run rembg: its own fp32 isnet-general-use, which the fp32
+    # widening of the npm weights is (the reference check below says so).
+    print("side-by-side: isnet-wsgi vs rembg on its fp32 isnet-general-use")
+    as_users = sidebyside.run(reference.fp32_model_path(), ours, scratch, rounds=rounds,
+                              service_config=service_point(args))
+    as_users["reference_iou"] = sidebyside.reference_check(as_users)
+    sections.append(("Side by side with rembg as users run it (its fp32 isnet-general-use)",
+                     report.side_by_side_table(as_users)))
 
 
 def run_overhead(args, model, scratch, tensors, plan, sections) -> None:

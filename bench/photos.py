@@ -72,10 +72,12 @@ def write_tensors(folder: Path, model_input: ModelInput) -> list[Path]:
     return paths
 
 
+def alpha(png: bytes) -> Image.Image:
+    """A cut-out's alpha channel, as an 'L' image."""
+    with Image.open(io.BytesIO(png)) as image:
+        return image.convert("RGBA").getchannel("A")
+
+
 def alpha_iou(png_a: bytes, png_b: bytes) -> float:
     """Intersection over union of two cut-outs' alpha channels (foreground >= 128 of 255)."""
-    alphas = []
-    for data in (png_a, png_b):
-        with Image.open(io.BytesIO(data)) as image:
-            alphas.append(np.asarray(image.convert("RGBA").getchannel("A")))
-    return mask_iou(*alphas)
+    return mask_iou(alpha(png_a), alpha(png_b))

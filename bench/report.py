@@ -115,6 +115,9 @@ def side_by_side_table(result: dict) -> str:
     rows.append(["requests measured", ours["requests"], theirs["requests"], ""])
     mean_iou = sum(result["iou"].values()) / len(result["iou"])
     rows.append(["mask IoU (alpha >= 128), mean of photos", f"{mean_iou:.4f}", "", ""])
+    if "reference_iou" in result:
+        rows.append(["rembg vs models/reference.py, lowest IoU of photos", "",
+                     f"{min(result['reference_iou'].values()):.4f}", ""])
     text = table(["", result["ours"], result["theirs"], "ours / rembg"], rows)
     per_photo = ", ".join(f"{name} {iou:.4f}" for name, iou in result["iou"].items())
     note = " The memory guard replaced our worker during the run." \

@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 REMBG_VENV = ROOT / "bench" / ".venv-rembg"
+# The rembg release the bench's figures (and models/reference.py) are checked against.
+REMBG_REQUIREMENT = "rembg[cpu,cli]==2.0.86"
 # What `make run` exports (Makefile) besides PORT. Under `make bench` the same
 # exports are already in os.environ and win; run directly, these stand in.
 MAKE_RUN_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
@@ -179,7 +181,7 @@ def rembg_installed() -> bool:
 
 def install_rembg(timeout_s: int = 1200) -> None:
     """rembg in its own venv (git-ignored), with pip as the machine configures it."""
-    print(f"installing rembg[cpu,cli] into {REMBG_VENV} (once) ...")
+    print(f"installing {REMBG_REQUIREMENT} into {REMBG_VENV} (once) ...")
     subprocess.run(["python3", "-m", "venv", str(REMBG_VENV)], check=True, timeout=120)
-    subprocess.run([str(REMBG_VENV / "bin" / "pip"), "install", "--quiet", "rembg[cpu,cli]"],
+    subprocess.run([str(REMBG_VENV / "bin" / "pip"), "install", "--quiet", REMBG_REQUIREMENT],
                    check=True, timeout=timeout_s)

@@ -13,15 +13,19 @@ that load are reported apart from the one-client figures.
 
 from __future__ import annotations
 
+import io
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from PIL import Image
+
 from bench import installsize, photos, procfs
 from bench.servers import REMBG_VENV, OurService, Rembg
 from bench.stats import percentile
 from isnet_wsgi import memory
+from models.measure import mask_iou
 
 SETTLE_S = 2.0  # let a server finish start-up work before reading its idle RSS
 CONCURRENT_CLIENTS = 4
@@ -122,4 +126,19 @@ def run(model_path: Path, service_model_path: Path, scratch: Path, *, rounds: in
     ious = {name: photos.alpha_iou(cutouts[ours.name][name], cutouts[theirs.name][name])
             for name, _ in uploads}
     return {"servers": facts, "iou": ious, "wall_s": wall_s, "ours": ours.name,
-            "theirs": theirs.name}
+            "theirs": theirs.name, "their_cutouts": cutouts[theirs.name]}
+
+
+def reference_check(result: dict, threads: int = 2) -> dict[str, float]:
+    """IoU of each of rembg's cut-outs with models/reference.py's mask of the
+    same upload: 1.0 everywhere means the fp32 file served by rembg is the
+    reference every fidelity figure is measured against."""
+    from models import reference
+
+    session = reference.fp32_session(threads)
+    ious = {}
+    for name, data in photos.uploads():
+        with Image.open(io.BytesIO(data)) as upload:
+            wanted = reference.reference_mask(session, upload.convert("RGB"))
+        ious[name] = mask_iou(photos.alpha(result["their_cutouts"][name]), wanted)
+    return ious
