@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,10 +82,11 @@ def debian_sources() -> list[tuple[str, str, str]]:
 def make_root_tarball(tarball: Path) -> None:
     sources = debian_sources()
     mirror = next(uri for uri, suite, _ in sources if suite == SUITE)
-    rootfs = tarball.with_suffix(".rootfs")
+    # Outside the checkout: while debootstrap runs, /proc and /sys are mounted in it.
+    rootfs = Path(tempfile.mkdtemp(prefix="isnet-wsgi-rootfs-", dir="/var/tmp"))
     debs = CACHE_DIR / "debootstrap-debs"
     debs.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(rootfs, ignore_errors=True)
+    tarball.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
         subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
@@ -93,6 +95,9 @@ def make_root_tarball(tarball: Path) -> None:
         part = tarball.with_suffix(".part")
         subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(part), "."], check=True)
         part.rename(tarball)
+        for stale in tarball.parent.glob(f"{SUITE}-*.tar"):
+            if stale != tarball:  # made by an earlier version of this file
+                stale.unlink()
     finally:
         unmount_below(rootfs)
         shutil.rmtree(rootfs, ignore_errors=True)
