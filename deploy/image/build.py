@@ -47,7 +47,16 @@ def main() -> int:
             "--build-arg", f"BASE_IMAGE={base_image}",
             *volume_args(), "--tag", IMAGE, "--file", str(ROOT / "Dockerfile"), str(ROOT))
     print(f"built {IMAGE} on {base_image} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    remove_stale_bases(base_image)
     return 0
+
+
+def remove_stale_bases(current: str) -> None:
+    """Bases made by earlier versions of base.py: nothing builds on them again."""
+    names = buildah("images", "--format", "{{.Name}}:{{.Tag}}", capture=True).split()
+    stale = [name for name in names if name.startswith(f"{base.BASE_IMAGE}:") and name != current]
+    if stale:
+        buildah("rmi", *stale)
 
 
 def volume_args() -> list[str]:
