@@ -62,7 +62,7 @@ class ImageConfig:
     user: str
     workdir: str
     env: dict[str, str]
-    cmd: list[str]
+    cmd: list[str]  # ENTRYPOINT + CMD, as a runtime starts them
     healthcheck: list[str]
 
     @classmethod
@@ -74,13 +74,14 @@ class ImageConfig:
             sys.exit(f"error: {IMAGE} has no HEALTHCHECK command ({test})")
         env = dict(item.split("=", 1) for item in config.get("Env") or [])
         return cls(user=config.get("User") or "root", workdir=config.get("WorkingDir") or "/",
-                   env=env, cmd=config["Cmd"], healthcheck=healthcheck)
+                   env=env, cmd=[*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])],
+                   healthcheck=healthcheck)
 
 
 def main() -> int:
     config = ImageConfig.of(inspect_image())
-    container = buildah("from", "--pull=never", IMAGE, capture=True)
     passed = [check_build_context()]
+    container = buildah("from", "--pull=never", IMAGE, capture=True)
     try:
         passed.append(check_model_file(container, config))
         passed.append(check_no_build_tools(container, config))
