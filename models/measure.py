@@ -2,8 +2,11 @@
 
 Peak RSS must be measured in a fresh process (VmHWM never goes down), so
 `peak_rss()` runs this module as a child: `python -m models.measure MODEL`.
-The child configures glibc and onnxruntime like the service does: 2 threads,
-no CPU arena, no memory pattern, mmap threshold 64 KiB.
+That child sets glibc's mmap threshold to 64 KiB and takes the service's
+session options (2 threads, no CPU arena, no memory pattern, spinning stopped
+after a run) but onnxruntime's own optimisers; `service_run` measures a model
+exactly as a worker runs it (isnet_wsgi.model.Segmenter, the Makefile's
+malloc environment).
 """
 
 from __future__ import annotations
@@ -25,15 +28,17 @@ MASK_THRESHOLD = 0.5
 
 
 def session_options(threads: int = THREADS):
-    import onnxruntime as ort
+    """The service's session options (isnet_wsgi/session.py) with `threads`.
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.enable_cpu_mem_arena = False
-    options.enable_mem_pattern = False
-    options.log_severity_level = 3
-    return options
+    NOTE: the graph optimisers are onnxruntime's own here; the service also
+    turns off the NCHWc layout (DISABLED_OPTIMIZERS), which moves the fp32
+    reference's outputs by ~2e-7, so the reference masks keep being made
+    without that switch.
+    """
+    from isnet_wsgi.session import SessionOptions
+    from isnet_wsgi.session import session_options as service_session_options
+
+    return service_session_options(SessionOptions(intra_op_threads=threads))
 
 
 class ModelSession:
