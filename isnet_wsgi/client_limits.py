@@ -57,10 +57,6 @@ class ClientLimits:
                    # An upload up to twice the limit still gets its 413 read.
                    linger_max_bytes=2 * settings.max_upload_bytes)
 
-    def worst_case_hold_s(self) -> float:
-        """The longest one connection can keep the worker, inference aside."""
-        return self.head_timeout_s + self.body_timeout_s + self.linger_s
-
 
 class ClientTooSlowToRead(OSError):
     """The client did not read the response at the minimum rate."""

@@ -12,7 +12,6 @@ import struct
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 from . import png, shrink

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
-from models import build, fidelity, measure, reference
+from models import build, fidelity, reference
 
 TARGET_IOU, TARGET_MAE = fidelity.TARGET_IOU, fidelity.TARGET_MAE
 # Room for onnxruntime's kernels differing between CPUs (AVX2 vs AVX-512
