@@ -14,7 +14,6 @@ it serves one connection at a time, and adds three things to gunicorn's own.
 from __future__ import annotations
 
 import re
-from http import HTTPStatus
 
 from gunicorn.http import errors as gunicorn_errors
 from gunicorn.workers.sync import SyncWorker
@@ -132,7 +131,7 @@ def _detail(exc: BaseException) -> str:
 
 def _raw_response(response: Response) -> bytes:
     """A complete HTTP/1.1 response on the wire, for answers sent outside the app."""
-    lines = [f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
+    lines = [f"HTTP/1.1 {response.status_line}",
              *(f"{name}: {value}" for name, value in response.wsgi_headers()),
              "Connection: close", "", ""]
     return "\r\n".join(lines).encode("latin-1") + response.body
