@@ -1,0 +1,168 @@
+"""Services side by side: variants of the service, requests alternated, in the same minutes.
+
+    python -m bench.ab [--rounds N] [--model M.onnx] [--bare] VARIANT VARIANT ...
+
+A VARIANT is ``name[@checkout][:NAME=VALUE,NAME=VALUE...]``: the service
+started as `make run` starts it (bench/servers.py), from ``checkout`` (a git
+worktree, say; default this one), with these variables on top of make run's
+environment. ``LD_PRELOAD=...`` is passed as given; ``LD_PRELOAD=thpalign``
+is bench/thpalign.c, built on demand (bench/thpalign.py). All variants run at once;
+every round posts each photo to each of them in turn, the order rotated, so
+machine load falls on all alike. ``--bare`` adds a bare onnxruntime session
+with onnxruntime's default options (rembg's) on the same model file to the
+rotation, as the ratio's reference (bench/overhead.py times it the same way).
+
+Per variant: median and p95 latency, the ratio to the first variant (and to
+the bare defaults), the worker's VmHWM after its first 1024-px request and at
+the end, and its minor page faults per request (/proc/PID/stat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import photos
+from bench.bare import BareSession
+from bench import configs, thpalign
+from bench.configs import BY_NAME
+from bench.servers import HOST, MAKE_RUN_ENV, OurService
+from bench.stats import percentile
+from isnet_wsgi import memory
+from isnet_wsgi.config import Settings
+from isnet_wsgi.model import ModelInput
+from isnet_wsgi.modelfile import read_manifest
+from tests.system.server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
+    head, _, env_text = text.partition(":")
+    name, _, checkout = head.partition("@")
+    env = dict(item.split("=", 1) for item in env_text.split(",") if item)
+    if env.get("LD_PRELOAD") == "thpalign":
+        env["LD_PRELOAD"] = str(thpalign.library())
+    return name, Path(checkout or ROOT).resolve(), env
+
+
+def service(checkout: Path, model: Path, env_extra: dict, log_dir: Path) -> OurService:
+    port = free_port()
+    env = {**MAKE_RUN_ENV, **os.environ, **env_extra, "PORT": str(port),
+           "MODEL_PATH": str(model), "PYTHONUNBUFFERED": "1", "ORT_DISABLE_TELEMETRY": "1"}
+    env.pop("API_KEY", None)
+    command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py",
+               "--chdir", str(checkout), "--bind", f"{HOST}:{port}"]
+    server = OurService(command, env, log_dir / f"ab-{port}.log", port)
+    return server
+
+
+def minor_faults(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        # Fields after the command's closing parenthesis; minflt is field 10.
+        return int(stat.read().rsplit(")", 1)[1].split()[7])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="+")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "isnet-general-tiny.onnx")
+    parser.add_argument("--tensors", type=Path,
+                        help="the bare session's inputs (.npy); default: made from the photos")
+    parser.add_argument("--bare", action="store_true",
+                        help="add a bare session with onnxruntime's defaults to the rotation")
+    args = parser.parse_args(argv)
+    model = args.model.resolve()
+    variants = [parse_variant(text) for text in args.variants]
+    uploads = photos.uploads()
+    loads = [os.getloadavg()[0]]
+    seconds: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+    faults: dict[str, list[int]] = {name: [] for name, _, _ in variants}
+    first_hwm: dict[str, float] = {}
+    # photo -> variant -> the answer's bytes: every variant must answer the same.
+    answers: dict[str, dict[str, bytes]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as folder:
+        servers = {}
+        bare = None
+        try:
+            for name, checkout, env in variants:
+                servers[name] = service(checkout, model, env, Path(folder))
+                servers[name].start()
+            workers = {name: server.worker_pids()[0] for name, server in servers.items()}
+            for name, server in servers.items():  # the first request, as in bench/overhead.py
+                server.remove_background(*uploads[0][:1], photos.unique(uploads[0][1]))
+                first_hwm[name] = memory.peak_rss_mb(workers[name])
+            steps = [(name, lambda name=name, upload=None: servers[name].remove_background(
+                upload[0], photos.unique(upload[1]))) for name in servers]
+            if args.bare:
+                tensors = args.tensors
+                if tensors is None:
+                    tensors = Path(folder) / "tensors"
+                    tensors.mkdir()
+                    photos.write_tensors(tensors, ModelInput.from_manifest(
+                        read_manifest(model.with_suffix(".json"))))
+                by_stem = {path.stem: path for path in tensors.glob("*.npy")}
+                lean = configs.from_settings(Settings.from_env({}), MAKE_RUN_ENV)
+                bare = {"bare-ort-defaults": BareSession(BY_NAME["ort-defaults"], model, tensors),
+                        "bare-service-options": BareSession(lean, model, tensors)}
+                for label, session in bare.items():
+                    session.run(next(iter(by_stem.values())))  # warm-up
+                    seconds[label] = []
+                    steps.append((label, lambda upload=None, session=session: session.run(
+                        by_stem[Path(upload[0]).stem])["seconds"]))
+            for round_index in range(args.rounds):
+                for index, upload in enumerate(uploads):
+                    shift = (round_index + index) % len(steps)
+                    for label, step in steps[shift:] + steps[:shift]:
+                        before = minor_faults(workers[label]) if label in workers else 0
+                        started = time.perf_counter()
+                        answer = step(upload=upload)
+                        spent = answer if isinstance(answer, float) else time.perf_counter() - started
+                        if isinstance(answer, bytes):
+                            answers.setdefault(upload[0], {})[label] = answer
+                        seconds[label].append(spent)
+                        if label in workers:
+                            faults[label].append(minor_faults(workers[label]) - before)
+                loads.append(os.getloadavg()[0])
+            end_hwm = {name: memory.peak_rss_mb(pid) for name, pid in workers.items()}
+            bare_hwm = {label: session.last["hwm_mb"] for label, session in (bare or {}).items()}
+        finally:
+            for session in (bare or {}).values():
+                session.close()
+            for server in servers.values():
+                server.stop()
+    reference = statistics.median(seconds[variants[0][0]])
+    defaults = statistics.median(seconds["bare-ort-defaults"]) if args.bare else None
+    print(f"model {model.name}, {args.rounds} rounds x {len(uploads)} photos, "
+          f"load average (1 min) {min(loads):.2f}-{max(loads):.2f}")
+    print("| variant | median s | p95 s | vs first |" + (" vs bare ORT defaults |" if defaults else "")
+          + " worker VmHWM MB after 1st / at end | minor faults per request |")
+    print("|---" * (6 + bool(defaults)) + "|")
+    for label, values in seconds.items():
+        median = statistics.median(values)
+        row = f"| {label} | {median:.3f} | {percentile(values, 95):.3f} | {median / reference:.3f}x |"
+        if defaults:
+            row += f" {median / defaults:.3f}x |"
+        if label in faults:
+            row += (f" {first_hwm[label]:.1f} / {end_hwm[label]:.1f} |"
+                    f" {statistics.median(faults[label]):.0f} |")
+        else:
+            row += f" bare VmHWM {bare_hwm[label]:.1f} | |"
+        print(row)
+    for name, checkout, env in variants:
+        print(f"- {name}: {checkout}, {env or 'make run env'}")
+    differing = sorted(photo for photo, by_variant in answers.items()
+                       if len(set(by_variant.values())) > 1)
+    print(f"- answers: {'the same bytes from every variant' if not differing else 'DIFFER for ' + ', '.join(differing)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
