@@ -142,6 +142,12 @@ def from_settings(settings, environ: dict[str, str]) -> Config:
 
 
 def allocator_path(name: str) -> Path | None:
+    if name == "thpalign":  # this project's own, built on demand
+        from bench import thpalign  # noqa: PLC0415
+        try:
+            return thpalign.library()
+        except thpalign.NoCompiler:
+            return None
     for candidate in ALLOCATOR_LIBRARIES[name]:
         if os.path.exists(candidate):
             return Path(candidate)
@@ -231,6 +237,12 @@ CANDIDATES: tuple[Config, ...] = (
           memory_pattern=True, allow_spinning=False, env=SERVICE_MALLOC_ENV),
     Config("jemalloc-retain-no-spin", "jemalloc-retain, threads do not spin",
           allocator="jemalloc", allow_spinning=False, env=JEMALLOC_RETAIN),
+    # The service's own point (spin-stop, no NCHWc) with bench/thpalign.c:
+    # blocks >= 2 MiB on 2 MiB-aligned mappings, so huge pages cover them
+    # whole; nothing kept between runs (2026-12-02-speed.md).
+    Config("service-thpalign", "the service's options + bench/thpalign.c (aligned THP blocks)",
+          spin_stop=True, disabled_optimizers=("NchwcTransformer",), env=LEAN_HUGETLB_ENV,
+          allocator="thpalign"),
 )
 
 # A short list for `--quick`: the reference, today's service and the likely winners.
