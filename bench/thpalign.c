@@ -45,22 +45,29 @@ static size_t min_bytes = HUGE_BYTES;
 
 static size_t home(uintptr_t address) { return (address >> 21) % SLOTS; }
 
+/* A fork (gunicorn's master making a worker) never copies the table mid-change. */
+static void lock_table(void) { pthread_mutex_lock(&table_lock); }
+static void unlock_table(void) { pthread_mutex_unlock(&table_lock); }
+
 __attribute__((constructor)) static void configure(void) {
+    pthread_atfork(lock_table, unlock_table, unlock_table);
     const char *given = getenv("THPALIGN_MIN");
     if (given && strtoul(given, NULL, 10) >= PAGE_BYTES) min_bytes = strtoul(given, NULL, 10);
 }
 
-static void *map_block(size_t size, size_t alignment) {
+static void *map_block(size_t size) {
     if (size > SIZE_MAX - HUGE_BYTES) return NULL;
     size_t length = (size + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
     void *block = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (block == MAP_FAILED) return NULL;
-    if ((uintptr_t)block % alignment) { /* a kernel that does not align: not ours */
+    /* A kernel that does not align (before 6.7): glibc's block instead, since
+       free() tells ours by their 2 MiB alignment (and `alignment` <= 2 MiB). */
+    if ((uintptr_t)block & (HUGE_BYTES - 1)) {
         munmap(block, length);
         return NULL;
     }
     size_t whole = size & ~(HUGE_BYTES - 1);
-    if (((uintptr_t)block & (HUGE_BYTES - 1)) == 0 && whole) madvise(block, whole, MADV_HUGEPAGE);
+    if (whole) madvise(block, whole, MADV_HUGEPAGE);
     pthread_mutex_lock(&table_lock);
     if (live_blocks >= SLOTS / 2) {
         pthread_mutex_unlock(&table_lock);
@@ -106,7 +113,7 @@ static size_t find(void *pointer, int forget) {
 }
 
 void *malloc(size_t size) {
-    void *block = size >= min_bytes ? map_block(size, 64) : NULL;
+    void *block = size >= min_bytes ? map_block(size) : NULL;
     return block ? block : __libc_malloc(size);
 }
 
@@ -118,7 +125,7 @@ void free(void *pointer) {
 
 void *calloc(size_t count, size_t size) {
     if (size && count > SIZE_MAX / size) { errno = ENOMEM; return NULL; }
-    void *block = count * size >= min_bytes ? map_block(count * size, 64) : NULL;
+    void *block = count * size >= min_bytes ? map_block(count * size) : NULL;
     return block ? block : __libc_calloc(count, size); /* fresh mappings are zero */
 }
 
@@ -144,7 +151,7 @@ void *realloc(void *pointer, size_t size) {
 }
 
 void *memalign(size_t alignment, size_t size) {
-    void *block = (size >= min_bytes && alignment <= HUGE_BYTES) ? map_block(size, alignment) : NULL;
+    void *block = (size >= min_bytes && alignment <= HUGE_BYTES) ? map_block(size) : NULL;
     return block ? block : __libc_memalign(alignment, size);
 }
 
