@@ -263,3 +263,35 @@ def test_manifest_gives_the_input_quantisation_the_server_needs(tmp_path):
     assert manifest["input"]["quantisation"]["scale"] == 0.0039
     assert manifest["input"]["quantisation"]["zero_point"] == 127
     assert "input_quantisation" not in manifest["quantisation"]
+
+
+def _dq_resize_q(graph_nodes, initializers, name, source_q, factor):
+    """DequantizeLinear -> bilinear Resize (x factor) -> QuantizeLinear, as the quantiser emits."""
+    scales = numpy_helper.from_array(np.array([1, 1, factor, factor], np.float32), f"{name}_scales")
+    initializers.append(scales)
+    graph_nodes += [
+        helper.make_node("DequantizeLinear", [source_q, "s", "z"], [f"{name}_dq"], name=f"{name}/dq"),
+        helper.make_node("Resize", [f"{name}_dq", "", scales.name], [f"{name}_r"], mode="linear", name=f"{name}/Resize"),
+        helper.make_node("QuantizeLinear", [f"{name}_r", "s", "z"], [f"{name}_q"], name=f"{name}/q"),
+        helper.make_node("DequantizeLinear", [f"{name}_q", "s", "z"], [f"{name}_out"], name=f"{name}/out"),
+    ]
+    return helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)
+
+
+def test_resizes_run_on_uint8_except_those_kept_float_by_output_side():
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in")]
+    initializers = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                    numpy_helper.from_array(np.array(128, np.uint8), "z")]
+    outputs = [_dq_resize_q(nodes, initializers, "small", "xq", 2), _dq_resize_q(nodes, initializers, "large", "xq", 8)]
+    graph = helper.make_graph(nodes, "resizes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.linspace(-5, 5, 16, dtype=np.float32).reshape(1, 1, 4, 4)
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    assert quantize.resize_in_uint8(model, float_max_side_px=8) == 1  # 4 -> 8 stays float, 4 -> 32 is rewritten
+    kept = {n.name: [i for i in n.input] for n in model.graph.node if n.op_type == "Resize"}
+    assert kept["small/Resize"][0] == "small_dq" and kept["large/Resize"][0] == "xq"
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(after[0], before[0])
+    assert np.abs(after[1] - before[1]).max() <= 0.1 + 1e-6  # within one quantisation step
