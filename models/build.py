@@ -2,7 +2,7 @@
 
 Steps: obtain ISNet (npm package, or --from PATH), convert it to a single-
 output fp32 graph (cached: the tests use it as the fidelity reference),
-quantise it (quantize.py) with ranges calibrated on models/calibration/,
+quantise it (quantize.py) with ranges calibrated on models/hardset/calibration/,
 and write the model and models/isnet-general-tiny.json.
 
 The build is deterministic: the same source, calibration photos and code give
@@ -32,14 +32,14 @@ MANIFEST_PATH = MODELS_DIR / "isnet-general-tiny.json"
 INPUT_SHAPE = [1, 3, calibrate.INPUT_SIZE_PX, calibrate.INPUT_SIZE_PX]
 OUTPUT_SHAPE = [1, 1, calibrate.INPUT_SIZE_PX, calibrate.INPUT_SIZE_PX]
 # Files whose content decides the output bytes; their hashes form the build key.
-BUILD_CODE = ("convert.py", "quantize.py", "ranges.py", "calibrate.py")
+BUILD_CODE = ("convert.py", "quantize.py", "ranges.py", "calibrate.py", "reference.py")
 LICENCE_NOTES = {
     "weights": "ISNet (DIS project, github.com/xuebinqin/DIS), MIT licence, as listed in the "
     "npm package's ThirdPartyLicenses.json.",
     "npm_package": "@imgly/background-removal-data is AGPL-3.0 as a package; we use only the "
     "model file from it, not its code. To stay clear of the AGPL entirely, build from the DIS "
     "project's own isnet-general-use weights with --from.",
-    "calibration_photos": "models/calibration/LICENSES.md",
+    "calibration_photos": "models/hardset/LICENSES.md",
 }
 
 
@@ -56,8 +56,7 @@ def fp32_reference(src: source.Source, cache: Path) -> Path:
 
 
 def calibration_digests() -> dict[str, str]:
-    directory = calibrate.CALIBRATION_DIR
-    return {p.name: source.sha256_file(p) for p in sorted(directory.iterdir()) if p.suffix == ".png"}
+    return {p.name: source.sha256_file(p) for p in calibrate.calibration_photos()}
 
 
 def build_key(src: source.Source, recipe: quantize.Recipe) -> str:
@@ -94,10 +93,11 @@ def make_manifest(src: source.Source, recipe: quantize.Recipe, model_path: Path,
         "source": src.description,
         "input": model_input(facts.pop("input_quantisation", None)),
         "output": {"name": "output", "shape": OUTPUT_SHAPE,
-                   "postprocess": "min-max normalise to [0, 1] with an epsilon in the denominator"},
+                   "postprocess": "min-max normalise to [0, 1] (range floored at an epsilon), times 255 "
+                                  "truncated to uint8, LANCZOS resize to the image's size"},
         "quantisation": {**recipe.describe(), **facts},
-        "calibration": {"images": calibration_digests(),
-                        "samples": [label for label, _ in calibrate.calibration_images()]},
+        "calibration": {"folder": "models/hardset/calibration", "images": calibration_digests(),
+                        "preprocessing": "rembg's (models/reference.py reference_input)"},
         "build": {"key": key, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__},
         "licence": LICENCE_NOTES,
     }
@@ -108,13 +108,15 @@ def model_input(quantisation: dict | None) -> dict:
     to uint8 by the caller when the build folded the first QuantizeLinear."""
     described = {
         "name": "input", "shape": INPUT_SHAPE, "dtype": "float32", "layout": "NCHW", "colour": "RGB",
-        "normalisation": {"formula": "x/255 - 0.5", "mean": [0.5, 0.5, 0.5], "std": [1.0, 1.0, 1.0]},
+        "resize": "LANCZOS",
+        "normalisation": {"formula": "x/max(x) - 0.5, max over the resized image's RGB values",
+                          "divide_by": "image_max", "mean": [0.5, 0.5, 0.5], "std": [1.0, 1.0, 1.0]},
     }
     if quantisation is not None:
         described["dtype"] = "uint8"
         described["quantisation"] = {
             **quantisation,
-            "formula": "q = clip(round(((x/255 - mean) / std) / scale) + zero_point, 0, 255), "
+            "formula": "q = clip(round(((x/max(x) - mean) / std) / scale) + zero_point, 0, 255), "
                        "rounding half to even, as onnxruntime's QuantizeLinear"}
     return described
 

@@ -46,12 +46,12 @@ def _photos_and_textures():
         yield calibrate._centre_crop(photo, 0.7)
 
 
-# name -> (images, measure whole image?)
+# name -> (images, measure whole image?, image -> model input)
 CALIBRATION_SETS = {
-    "subject": (lambda: (image for _, image in calibrate.calibration_images()), False),
-    "textures-minmax": (_photos_and_textures, True),
+    "subject": (lambda: (image for _, image in calibrate.camera_composites()), False, calibrate.to_input),
+    "textures-minmax": (_photos_and_textures, True, calibrate.to_input),
 }
-# Smaller sets are rows of the full one: (set, sample indices in calibration_images order).
+# Smaller sets are rows of the full one: (set, sample indices in camera_composites order).
 SUBSETS = {
     "subject-3": ("subject", [0, 1, 2]),  # the camera photo, mirrored, cropped
     "subject-7": ("subject", [0, 3, 5, 6, 7, 11, 13]),  # one of each kind of composite
@@ -99,17 +99,18 @@ class Workbench:
             tensors, table = self.per_sample(parent)
             return tensors, table[rows]
         if calibration not in self.tables:
-            images, whole_image = CALIBRATION_SETS[calibration]
+            images, whole_image, to_input = CALIBRATION_SETS[calibration]
             pre = self.cache / "explore-pre.onnx"
             if not pre.is_file():
                 quantize.preprocess(self.reference, pre)
             model = onnx.load(pre)
             nodes = [n.name for n in model.graph.node if n.op_type in quantize.STATIC_OP_TYPES]
             tensors = ranges.float_tensors(model, nodes)
-            key = hashlib.sha256(f"{self.reference.name}:{calibration}".encode()).hexdigest()[:16]
+            made_by = f"{to_input.__module__}.{to_input.__qualname__}"
+            key = hashlib.sha256(f"{self.reference.name}:{calibration}:{made_by}".encode()).hexdigest()[:16]
             path = self.cache / f"explore-{key}.npz"
             if not path.is_file():
-                table = ranges.collect(pre, tensors, (calibrate.to_input(i) for i in images()),
+                table = ranges.collect(pre, tensors, (to_input(i) for i in images()),
                                        whole_image=whole_image)
                 np.savez(path, table=table, tensors=np.array(tensors))
             saved = np.load(path)

@@ -20,30 +20,27 @@ from pathlib import Path
 
 import numpy as np
 
-from models import build, calibrate, explore, fidelity, measure, quantize, source
+from models import build, calibrate, explore, fidelity, measure, quantize, reference, source
 
 BUILT = "built model (default)"
 
 
-def hardset_images():
-    return (fidelity.load_photo(photo) for photo in fidelity.photos(fidelity.CALIBRATION_DIR))
-
-
-explore.CALIBRATION_SETS["hardset"] = (hardset_images, False)
+# The build's own calibration set (calibrate.py): the hard set's calibration
+# photos, fed as rembg feeds them.
+explore.CALIBRATION_SETS["hardset"] = (
+    lambda: (fidelity.load_photo(p) for p in calibrate.calibration_photos()), False, reference.reference_input)
 DECODER_512 = ("/side1/", "/stage1d/")
-# Recipes whose Resizes stay float up to this output side (px), uint8 above it.
-FLOAT_RESIZE_MAX_SIDE_PX = {"hard-set, float Resizes up to 128 px, uint8 above": 128,
-                            "hard-set, float Resizes up to 256 px, uint8 above": 256}
 DEEP_STAGES = ("/stage4/", "/stage5/", "/stage6/", "/stage5d/", "/stage4d/", "/pool34/", "/pool45/", "/pool56/")
 SIXTEEN_BIT = "hard-set, 16-bit activations, float Resizes"
 RECIPES = {
-    "default recipe, hard-set calibration": explore.Variant(quantize.Recipe(), "hardset"),
+    "default recipe (hard-set calibration, float Resizes up to 128 px)": explore.Variant(quantize.Recipe(), "hardset"),
+    "hard-set, every Resize uint8": explore.Variant(quantize.Recipe(float_resize_max_side_px=0), "hardset"),
     "hard-set, float Resizes (no uint8 rewrite)": explore.Variant(quantize.Recipe(uint8_resize=False), "hardset"),
+    "hard-set, float Resizes up to 256 px, uint8 above": explore.Variant(
+        quantize.Recipe(float_resize_max_side_px=256), "hardset"),
     "hard-set, stages 4-6 and 4d-5d fp32 too": explore.Variant(
         quantize.Recipe(fp32_prefixes=("/side1/",) + DEEP_STAGES, dynamic=False), "hardset"),
     SIXTEEN_BIT: explore.Variant(quantize.Recipe(uint8_resize=False), "hardset"),
-    "hard-set, float Resizes up to 128 px, uint8 above": explore.Variant(quantize.Recipe(uint8_resize=False), "hardset"),
-    "hard-set, float Resizes up to 256 px, uint8 above": explore.Variant(quantize.Recipe(uint8_resize=False), "hardset"),
     "hard-set, 90th percentile over samples": explore.Variant(quantize.Recipe(range_aggregate="p90"), "hardset"),
     "hard-set, median over samples": explore.Variant(quantize.Recipe(range_aggregate="median"), "hardset"),
     "hard-set, stage1d fp32 too": explore.Variant(quantize.Recipe(fp32_prefixes=DECODER_512), "hardset"),
@@ -65,28 +62,7 @@ def build_recipe(bench: explore.Workbench, name: str, variant: explore.Variant) 
                                   bench.per_sample(variant.calibration))
     finally:
         quantize.quantize_static = original
-    if name in FLOAT_RESIZE_MAX_SIDE_PX:
-        _resize_in_uint8_above(out, FLOAT_RESIZE_MAX_SIDE_PX[name])
     return out, fidelity.variant_manifest(out, facts["input_quantisation"])
-
-
-def _resize_in_uint8_above(path: Path, max_float_side_px: int) -> None:
-    """quantize.resize_in_uint8 for the Resizes whose output side exceeds the
-    limit only: the others are hidden from it under another op type meanwhile."""
-    import onnx
-
-    model = onnx.load(path)
-    inferred = onnx.shape_inference.infer_shapes(model)
-    sides = {v.name: v.type.tensor_type.shape.dim[-1].dim_value for v in inferred.graph.value_info}
-    hidden = [n for n in model.graph.node
-              if n.op_type == "Resize" and sides.get(n.output[0], 0) <= max_float_side_px]
-    for node in hidden:
-        node.op_type = "KeptFloatResize"
-    quantize.resize_in_uint8(model)
-    for node in model.graph.node:  # the rewrite rebuilt the node list: find them again
-        if node.op_type == "KeptFloatResize":
-            node.op_type = "Resize"
-    onnx.save(model, path)
 
 
 def _service_tensor(manifest: dict, folder: Path) -> Path:
@@ -118,26 +94,11 @@ def measure_in_turn(models: dict[str, tuple[Path, dict]], folder: Path, rounds: 
             for name in models}
 
 
-def lanczos_mask(pipeline, image, by_max: bool = False) -> "Image.Image":
-    """Pipeline.mask with rembg's LANCZOS for both resizes instead of the service's
-    BILINEAR; `by_max` also divides by the resized image's maximum, as rembg does
-    (x/max - 0.5 is (x/255 - 0.5 m) / m with m = max/255: the same tensor code)."""
-    import dataclasses
-
-    from PIL import Image
-
-    from isnet_wsgi.model import mask_from_output
-
-    segmenter = pipeline.segmenter
-    model_input = segmenter.input
-    square = image.resize(model_input.size_px, Image.Resampling.LANCZOS)
-    if by_max:
-        brightest = max(int(np.asarray(square).max()), 1) / 255
-        model_input = dataclasses.replace(
-            model_input, mean=tuple(m * brightest for m in model_input.mean),
-            std=tuple(s * brightest for s in model_input.std))
-    mask = mask_from_output(segmenter.run(model_input.tensor(square)), model_input.size_px)
-    return mask.resize(image.size, Image.Resampling.LANCZOS)
+# The service's input and mask resizing as it was before issue 11 (BILINEAR,
+# x/255), one step towards rembg's, and as it is now (rembg's exactly).
+PREPROCESSING = {"bilinear, /255": {"resize": "BILINEAR", "divide_by": "255"},
+                 "lanczos, /255": {"resize": "LANCZOS", "divide_by": "255"},
+                 "lanczos, /max": {"resize": "LANCZOS", "divide_by": "image_max"}}
 
 
 def resize_cost_ms(repeats: int = 15) -> dict[str, float]:
@@ -163,23 +124,26 @@ def resize_cost_ms(repeats: int = 15) -> dict[str, float]:
 
 
 def score_both_filters(model_path: Path, manifest: dict | None) -> dict[str, dict]:
-    """Held-out scores through the service's mask path as it is (BILINEAR), with
-    LANCZOS, and with LANCZOS and rembg's divide-by-max."""
+    """Held-out scores through the service's mask path with each PREPROCESSING."""
+    import dataclasses
+
     pipeline = fidelity.service_pipeline(model_path, manifest)
+    segmenter = pipeline.segmenter
+    service_input = segmenter.input
     result = {}
-    paths = {"bilinear": pipeline.mask, "lanczos": lambda i: lanczos_mask(pipeline, i),
-             "lanczos, /max": lambda i: lanczos_mask(pipeline, i, by_max=True)}
-    for filters, make in paths.items():
-        rows = {p.name: fidelity.score(make(fidelity.load_photo(p)), fidelity.load_reference(p))
+    for name, fields in PREPROCESSING.items():
+        segmenter.input = dataclasses.replace(service_input, **fields)
+        rows = {p.name: fidelity.score(pipeline.mask(fidelity.load_photo(p)), fidelity.load_reference(p))
                 for p in fidelity.photos(fidelity.HELD_OUT_DIR)}
-        result[filters] = {"photos": rows, **fidelity.summary(rows)}
+        result[name] = {"photos": rows, **fidelity.summary(rows)}
+    segmenter.input = service_input
     return result
 
 
 def filter_comparison() -> dict:
     """The built int8 model and the fp32 model, each through the service's
-    mask path with its BILINEAR resizes and with LANCZOS ones: how much of
-    the gap to rembg is the filters, the x/255 normalisation and the model."""
+    mask path with each PREPROCESSING: how much of the gap to rembg is the
+    filters, the normalisation and the model."""
     fp32 = build.fp32_reference(source.npm_model(source.cache_dir()), source.cache_dir())
     models = {"int8 (built)": (build.MODEL_PATH, None), "fp32": (fp32, fidelity.variant_manifest(fp32, None))}
     result = {f"{name}, {filters}": row for name, (path, manifest) in models.items()

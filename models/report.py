@@ -78,7 +78,19 @@ def measure_all(model_path: Path, reference_path: Path) -> dict:
         "load_s": memory["load_s"],
         "iou": images,
         "iou_vs_fp32_min": min(row["iou_vs_fp32"] for row in images.values()),
+        "fidelity_to_rembg": _hardset_fidelity(model_path),
     }
+
+
+def _hardset_fidelity(model_path: Path) -> dict:
+    """The held-out hard-set figures (models/fidelity.py): through the service's
+    mask path, against rembg's masks, with the issue-11 targets they are held to."""
+    from models import fidelity as hardset
+
+    result = hardset.evaluate(model_path)
+    return {"set": "models/hardset/held-out", "targets": {"iou": hardset.TARGET_IOU, "mae": hardset.TARGET_MAE},
+            **{key: value for key, value in result.items() if key != "photos"},
+            "photos_total": len(result["photos"])}
 
 
 def _cpu_name() -> str:

@@ -113,6 +113,46 @@ def test_tensor_takes_a_mean_and_std_per_channel():
     assert np.allclose(tensor[0, :, 0, 0], [0.5, 1.5, 0.5])
 
 
+def test_tensor_divides_by_the_images_brightest_value_as_rembg():
+    """A dark photo is stretched to the full range (rembg: x / max(x)); with
+    divide_by "255" it is not."""
+    image = Image.new("RGB", (4, 4), (0, 50, 100))
+    stretched = ModelInput((4, 4)).tensor(image)
+    assert np.allclose(stretched[0, :, 0, 0], [-0.5, 0.0, 0.5])
+    plain = ModelInput((4, 4), divide_by="255").tensor(image)
+    assert np.allclose(plain[0, :, 0, 0], [-0.5, 50 / 255 - 0.5, 100 / 255 - 0.5])
+    black = ModelInput((4, 4)).tensor(Image.new("RGB", (4, 4)))
+    assert np.isfinite(black).all() and np.allclose(black, -0.5)
+
+
+def test_tensor_is_rembgs_input_exactly():
+    """LANCZOS to the model's size, then float64 x/max - 0.5 rounded to float32."""
+    pixels = (np.arange(60 * 40 * 3) * 7 % 200).astype(np.uint8).reshape(40, 60, 3)
+    image = Image.fromarray(pixels, "RGB")
+    resized = np.asarray(image.resize((32, 32), Image.Resampling.LANCZOS))
+    expected = (resized / float(resized.max()) - 0.5).transpose(2, 0, 1)[np.newaxis].astype(np.float32)
+    np.testing.assert_array_equal(ModelInput((32, 32)).tensor(image), expected)
+
+
+def test_manifest_names_the_resize_and_the_divisor():
+    read = ModelInput.from_manifest({"input": {"resize": "BILINEAR", "normalisation": {"divide_by": "255"}}})
+    assert read.resample == Image.Resampling.BILINEAR and read.divide_by == "255"
+    assert ModelInput.from_manifest({}).resample == Image.Resampling.LANCZOS
+    with pytest.raises(ModelError, match="unknown model input"):
+        ModelInput.from_manifest({"input": {"resize": "NEAREST"}})
+
+
+def test_mask_is_truncated_like_rembgs_and_resized_with_the_filter_given():
+    scores = np.array([[[[0.0, 0.5], [1.0, 0.25]]]], dtype=np.float32)
+    assert np.asarray(mask_from_output(scores, (2, 2))).tolist() == [[0, 127], [255, 63]]
+    big = np.zeros((1, 1, 8, 8), np.float32)
+    big[..., 4:] = 1.0
+    full = Image.fromarray((big[0, 0] * 255).astype(np.uint8))
+    for resample in (Image.Resampling.LANCZOS, Image.Resampling.BOX):
+        expected = np.asarray(full.resize((3, 3), resample))
+        np.testing.assert_array_equal(np.asarray(mask_from_output(big, (3, 3), resample)), expected)
+
+
 def test_mask_is_min_max_scaled_and_a_flat_output_is_not_nan():
     scores = np.array([[[[0.2, 0.4], [0.6, 0.2]]]], dtype=np.float32)
     mask = np.asarray(mask_from_output(scores, (2, 2)))

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from isnet_wsgi.model import ModelInput
 from models import build, convert, measure, quantize, ranges, source
 
 SIDE_PX = 8
@@ -241,7 +242,9 @@ def test_manifest_names_the_file_and_its_interface(tmp_path):
     assert manifest["sha256"] == hashlib.sha256(b"not really a model").hexdigest()
     assert manifest["size_bytes"] == len(b"not really a model")
     assert manifest["input"]["name"] == "input" and manifest["input"]["shape"] == [1, 3, 1024, 1024]
-    assert manifest["input"]["normalisation"]["formula"] == "x/255 - 0.5"
+    # What the service reads back is rembg's preprocessing, the calibration's too.
+    read = ModelInput.from_manifest(manifest)
+    assert (read.resize, read.divide_by, read.mean, read.std) == ("LANCZOS", "image_max", (0.5,) * 3, (1.0,) * 3)
     assert manifest["input"]["dtype"] == "float32" and "quantisation" not in manifest["input"]
     assert manifest["source"]["kind"] == "file" and "MIT" in manifest["licence"]["weights"]
     path = tmp_path / "manifest.json"
