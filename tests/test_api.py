@@ -121,7 +121,9 @@ def test_remove_keeps_the_colours_of_the_subject(client):
     original = open_image(photo_bytes("coffee.png")).convert("RGB")
     result = open_image(remove(client, photo_bytes("coffee.png"), "coffee.png").body)
     rgb = np.asarray(result.convert("RGB"), dtype=int)
-    opaque = np.asarray(result.getchannel("A")) == 255
+    # Solid subject: rembg's truncation (which the service reproduces) leaves
+    # most of it at 254, not 255, as the output's maximum is one pixel's.
+    opaque = np.asarray(result.getchannel("A")) >= 250
     assert opaque.mean() > 0.2
     assert np.abs(rgb[opaque] - np.asarray(original, dtype=int)[opaque]).max() == 0
 
