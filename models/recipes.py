@@ -131,12 +131,14 @@ def score_both_filters(model_path: Path, manifest: dict | None) -> dict[str, dic
     segmenter = pipeline.segmenter
     service_input = segmenter.input
     result = {}
-    for name, fields in PREPROCESSING.items():
-        segmenter.input = dataclasses.replace(service_input, **fields)
-        rows = {p.name: fidelity.score(pipeline.mask(fidelity.load_photo(p)), fidelity.load_reference(p))
-                for p in fidelity.photos(fidelity.HELD_OUT_DIR)}
-        result[name] = {"photos": rows, **fidelity.summary(rows)}
-    segmenter.input = service_input
+    try:
+        for name, fields in PREPROCESSING.items():
+            segmenter.input = dataclasses.replace(service_input, **fields)
+            rows = {p.name: fidelity.score(pipeline.mask(fidelity.load_photo(p)), fidelity.load_reference(p))
+                    for p in fidelity.photos(fidelity.HELD_OUT_DIR)}
+            result[name] = {"photos": rows, **fidelity.summary(rows)}
+    finally:
+        segmenter.input = service_input
     return result
 
 
