@@ -51,15 +51,17 @@ def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
     return name, Path(checkout or ROOT).resolve(), env
 
 
-def service(checkout: Path, model: Path, env_extra: dict, log_dir: Path) -> OurService:
+def service(checkout: Path, model: Path, env_extra: dict, log_dir: Path,
+            config: str = "gunicorn.conf.py", label: str = "ab") -> OurService:
+    """The service from ``checkout`` on ``model``, as make run starts it, with
+    ``env_extra`` on top and gunicorn's ``config`` (bench.breakdown passes its own)."""
     port = free_port()
     env = {**MAKE_RUN_ENV, **os.environ, **env_extra, "PORT": str(port),
            "MODEL_PATH": str(model), "PYTHONUNBUFFERED": "1", "ORT_DISABLE_TELEMETRY": "1"}
     env.pop("API_KEY", None)
-    command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py",
+    command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", config,
                "--chdir", str(checkout), "--bind", f"{HOST}:{port}"]
-    server = OurService(command, env, log_dir / f"ab-{port}.log", port)
-    return server
+    return OurService(command, env, log_dir / f"{label}-{port}.log", port)
 
 
 def minor_faults(pid: int) -> int:

@@ -43,6 +43,9 @@ STEPS = (
 
 # --- In the worker ----------------------------------------------------------
 
+# NOTE: these two run in the worker of the checkout under test, whose own
+# isnet_wsgi and tests may predate memory.peak_rss_mb and tests.helpers.reset_peak_rss:
+# so they read /proc themselves.
 def _hwm_mb() -> float:
     with open("/proc/self/status") as status:
         for line in status:
@@ -119,19 +122,11 @@ def instrument(log_path: str, worker) -> None:
 # --- The driver -------------------------------------------------------------
 
 def _service(checkout: Path, model: Path, env_extra: dict, log_dir: Path, log_path: Path):
-    from bench.servers import HOST, MAKE_RUN_ENV, OurService  # noqa: PLC0415
-    from tests.system.server import free_port  # noqa: PLC0415
-    port = free_port()
-    env = {**os.environ, **MAKE_RUN_ENV, **env_extra, "PORT": str(port),
-           "MODEL_PATH": str(model), "PYTHONUNBUFFERED": "1", "BREAKDOWN_LOG": str(log_path),
-           "BREAKDOWN_CHECKOUT": str(checkout),
-           "PYTHONPATH": f"{checkout}{os.pathsep}{ROOT}"}
-    env.pop("API_KEY", None)
-    command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c",
-               str(ROOT / "bench" / "breakdown_gunicorn.py"), "--chdir", str(checkout),
-               "--bind", f"{HOST}:{port}"]
-    server = OurService(command, env, log_dir / f"breakdown-{port}.log", port)
-    return server
+    from bench.ab import service  # noqa: PLC0415
+    return service(checkout, model, {**env_extra, "BREAKDOWN_LOG": str(log_path),
+                                     "BREAKDOWN_CHECKOUT": str(checkout),
+                                     "PYTHONPATH": f"{checkout}{os.pathsep}{ROOT}"},
+                   log_dir, config=str(ROOT / "bench" / "breakdown_gunicorn.py"), label="breakdown")
 
 
 def main(argv=None) -> int:
