@@ -42,8 +42,8 @@ _MASK_EPSILON = 1e-6
 # figures are measured with (models/reference.py): LANCZOS both ways, and the
 # pixels divided by the resized image's own brightest value, not by 255.
 # Against BILINEAR and /255 this took the fp32 model from 5 to 23 of 23 hard
-# photos within issue 11's targets (rembg's masks exactly), for ~5 ms more
-# per 1024-px request (models/README.md).
+# photos within issue 11's targets (rembg's masks exactly), for 5-14 ms more
+# per 1024-px request (models/README.md, bench.breakdown).
 RESIZE_FILTERS = {"BILINEAR": Image.Resampling.BILINEAR, "LANCZOS": Image.Resampling.LANCZOS}
 DIVISORS = ("255", "image_max")
 
