@@ -17,8 +17,9 @@ mask, which stays fp32 because it decides the edges.
 
 Two rewrites of the quantised graph then remove the last float copies at
 512x512: bilinear Resizes run on uint8 (resize_in_uint8), and the fp32 head
-reads its input in four channel groups (split_head). See models/README.md for
-what each step measured.
+reads its input in four channel groups (split_head), each turned into tap
+planes by a 1x1 Conv and summed shifted (head_as_taps). See models/README.md
+for what each step measured.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Recipe:
     # Resizes whose output side is at most this stay float (0: none do); see resize_in_uint8.
     float_resize_max_side_px: int = 0
     head_parts: int = 4
+    head_taps: bool = True
     uint8_input: bool = True
     extra_options: dict = field(default_factory=dict)
 
@@ -92,6 +94,7 @@ class Recipe:
             "bilinear_resize_on_uint8": self.uint8_resize,
             "float_resize_max_side_px": self.float_resize_max_side_px,
             "fp32_head_channel_groups": self.head_parts,
+            "fp32_head_as_1x1_taps": self.head_taps,
             "uint8_input": self.uint8_input,
         }
 
@@ -290,6 +293,87 @@ def split_head(model: onnx.ModelProto, conv_name: str, parts: int) -> bool:
     return True
 
 
+def head_as_taps(model: onnx.ModelProto, prefix: str) -> bool:
+    """Run the fp32 head's KxK Convs as 1x1 Convs to K*K tap planes, summed shifted.
+
+    PERF: without onnxruntime's blocked (NCHWc) layout, which the service
+    turns off (isnet_wsgi/session.py), a 3x3 fp32 Conv to one channel is an
+    im2col and a one-row GEMM: 62-80 ms a run for `/side1`'s four groups at
+    512x512. As a 1x1 Conv (a plain GEMM, no im2col) to one plane per tap,
+    with the planes padded and each read at its offset, the head gives the
+    same sums in another order (outputs within 2.4e-7). Works on the Convs
+    split_head made, or on the head's one Conv; returns False (and changes
+    nothing) unless they are stride 1, dilation 1, one group and padded to
+    keep the size.
+    """
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv" and n.name.startswith(prefix)
+             and n.input[1] in weights]
+    consumers = [n for n in graph.node if n.op_type == "Sum" and n.name == f"{prefix}Sum"]
+    if not convs or (len(convs) > 1 and not consumers):
+        return False
+    attributes = {a.name: helper.get_attribute_value(a) for a in convs[0].attribute}
+    kernel = [int(k) for k in numpy_helper.to_array(weights[convs[0].input[1]]).shape[2:]]
+    same_size = [(k - 1) // 2 for k in kernel] * 2
+    if (len(kernel) != 2 or kernel == [1, 1] or any(k % 2 == 0 for k in kernel)
+            or attributes.get("strides", [1, 1]) != [1, 1] or attributes.get("dilations", [1, 1]) != [1, 1]
+            or attributes.get("group", 1) != 1 or attributes.get("pads") != same_size
+            or any(numpy_helper.to_array(weights[c.input[1]]).shape[0] != 1 for c in convs)):
+        return False
+    taps = kernel[0] * kernel[1]
+    bias = next((c.input[2] for c in convs if len(c.input) > 2 and c.input[2]), None)
+    rewritten, acc = [], None
+    for i, conv in enumerate(convs):
+        weight = numpy_helper.to_array(weights[conv.input[1]])[0]  # channels x kh x kw
+        # Plane t = dy * kw + dx holds each pixel's contribution to the pixel
+        # (dy - pad, dx - pad) away.
+        planes = weight.reshape(weight.shape[0], taps).T[:, :, np.newaxis, np.newaxis].copy()
+        tap_weight = numpy_helper.from_array(planes, f"{prefix}tap_weight{i}")
+        graph.initializer.append(tap_weight)
+        planes_out = f"{prefix}tap_planes{i}"
+        rewritten.append((conv, [helper.make_node("Conv", [conv.input[0], tap_weight.name], [planes_out],
+                                                  name=f"{prefix}Conv_taps{i}", kernel_shape=[1, 1])]))
+        if acc is not None:  # add as they come, so at most two sets of planes are alive
+            summed = f"{prefix}tap_planes_sum{i}"
+            rewritten[-1][1].append(helper.make_node("Add", [acc, planes_out], [summed],
+                                                     name=f"{prefix}Add_taps{i}"))
+            planes_out = summed
+        acc = planes_out
+    pad_h, pad_w = same_size[:2]
+    shifted = [helper.make_node("Pad", [acc, _add_int64(graph, f"{prefix}tap_pads", [0, 0, pad_h, pad_w, 0, 0, pad_h, pad_w])],
+                                [f"{prefix}tap_planes_padded"], name=f"{prefix}Pad_taps", mode="constant")]
+    offsets = []
+    for t in range(taps):
+        dy, dx = divmod(t, kernel[1])
+        # Ends counted from the far edge, so no image size is baked in.
+        ends = [t + 1, dy - (kernel[0] - 1) or _INT64_MAX, dx - (kernel[1] - 1) or _INT64_MAX]
+        offsets.append(f"{prefix}tap{t}")
+        shifted.append(helper.make_node("Slice", [
+            f"{prefix}tap_planes_padded", _add_int64(graph, f"{prefix}tap{t}_starts", [t, dy, dx]),
+            _add_int64(graph, f"{prefix}tap{t}_ends", ends), _add_int64(graph, f"{prefix}tap{t}_axes", [1, 2, 3])],
+            [offsets[-1]], name=f"{prefix}Slice_tap{t}"))
+    output = consumers[0].output[0] if len(convs) > 1 else convs[0].output[0]
+    shifted.append(helper.make_node("Sum", offsets + ([bias] if bias else []), [output], name=f"{prefix}Sum"))
+    replaced = {id(conv): nodes for conv, nodes in rewritten}
+    nodes = []
+    for node in graph.node:
+        if id(node) in replaced:
+            nodes += replaced[id(node)]
+            if len(convs) == 1:
+                nodes += shifted
+        elif consumers and node is consumers[0]:
+            nodes += shifted
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return True
+
+
+_INT64_MAX = 2**63 - 1
+
+
 def _add_int64(graph: onnx.GraphProto, name: str, values: list[int]) -> str:
     graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), name))
     return name
@@ -384,6 +468,9 @@ def _postprocess(path: Path, recipe: Recipe) -> dict:
     if recipe.head_parts > 1:
         for prefix in recipe.fp32_prefixes:
             split_head(model, f"{prefix}Conv", recipe.head_parts)
+    if recipe.head_taps:
+        for prefix in recipe.fp32_prefixes:
+            head_as_taps(model, prefix)
     input_quantisation = fold_input_quantisation(model) if recipe.uint8_input else None
     _drop_unused_initializers(model)  # e.g. the head's weight, now in groups
     _normalise_metadata(model)
