@@ -26,37 +26,38 @@ from PIL import Image
 from models import build, fidelity, reference
 
 TARGET_IOU, TARGET_MAE = fidelity.TARGET_IOU, fidelity.TARGET_MAE
-# Room for onnxruntime's kernels differing between CPUs (AVX2 vs AVX-512
-# integer and float paths), well under the gap to the targets.
+# Room for onnxruntime's float kernels differing between CPUs. The integer
+# ones agree since the weights are 7-bit (models/quantize.py, reduce_range):
+# with 8-bit weights an AVX2-only CPU scored up to 0.29 IoU lower than a Xeon.
 IOU_MARGIN = 0.01
 MAE_MARGIN = 0.002
 # (IoU, MAE) of the shipped model (sha256 in models/isnet-general-tiny.json)
 # per held-out photo, measured by `python -m models.fidelity` against the
 # committed reference masks.
 MEASURED = {
-    "edge-apple.jpg": (0.9981, 0.00221),
-    "edge-fruits.jpg": (0.9666, 0.00736),
-    "edge-sweets.jpg": (0.9918, 0.00141),
-    "foliage-aloe.jpg": (0.9707, 0.00839),
-    "foliage-butterfly-leaf.jpg": (0.9929, 0.00356),
+    "edge-apple.jpg": (0.996, 0.00248),
+    "edge-fruits.jpg": (0.9714, 0.00687),
+    "edge-sweets.jpg": (0.997, 0.00122),
+    "foliage-aloe.jpg": (0.9604, 0.01115),
+    "foliage-butterfly-leaf.jpg": (0.993, 0.00353),
     "foliage-one-flower.jpg": (1.0, 1e-05),
-    "fur-dog.jpg": (0.9987, 0.00522),
-    "fur-squirrel.jpg": (0.9935, 0.00246),
-    "glass-cups.jpg": (0.9877, 0.00741),
-    "illustration-anime.jpg": (0.9574, 0.00966),
-    "illustration-dragon.jpg": (0.9662, 0.00893),
-    "illustration-robot.jpg": (0.9985, 0.00286),
-    "lowcontrast-blocks.jpg": (0.9938, 0.00994),
-    "lowcontrast-dark-notebook.jpg": (0.9518, 0.00258),
-    "lowcontrast-pier-fog.jpg": (0.9888, 0.01388),
-    "people-two-players.jpg": (0.9968, 0.00126),
-    "product-books.jpg": (0.9853, 0.00345),
-    "product-box-in-scene.jpg": (0.9683, 0.00705),
-    "thin-barrier-fence.jpg": (0.9934, 0.00064),
-    "thin-pagoda-trees.jpg": (0.9926, 0.0013),
-    "thin-tower-birds.jpg": (0.9319, 0.00085),
-    "vehicle-boats.jpg": (0.9764, 0.0032),
-    "vehicle-car-rear.jpg": (0.8664, 0.01868),
+    "fur-dog.jpg": (0.9977, 0.0051),
+    "fur-squirrel.jpg": (0.9958, 0.0012),
+    "glass-cups.jpg": (0.9839, 0.00799),
+    "illustration-anime.jpg": (0.9509, 0.01119),
+    "illustration-dragon.jpg": (0.9902, 0.00434),
+    "illustration-robot.jpg": (0.9979, 0.00449),
+    "lowcontrast-blocks.jpg": (0.9916, 0.01044),
+    "lowcontrast-dark-notebook.jpg": (0.8676, 0.00275),
+    "lowcontrast-pier-fog.jpg": (0.9881, 0.01706),
+    "people-two-players.jpg": (0.9969, 0.00128),
+    "product-books.jpg": (0.9916, 0.00243),
+    "product-box-in-scene.jpg": (0.9676, 0.00711),
+    "thin-barrier-fence.jpg": (0.9936, 0.0008),
+    "thin-pagoda-trees.jpg": (0.9908, 0.0014),
+    "thin-tower-birds.jpg": (0.905, 0.00105),
+    "vehicle-boats.jpg": (0.979, 0.0028),
+    "vehicle-car-rear.jpg": (0.8395, 0.02134),
 }
 # Regenerated from the fp32 model in the test: the worst photo, fur, an illustration.
 REGENERATED = ("lowcontrast-dark-notebook.jpg", "fur-dog.jpg", "illustration-anime.jpg")

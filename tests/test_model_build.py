@@ -137,7 +137,8 @@ def test_upsample_sizes_become_constants():
 def _quantised_tiny(tmp_path, recipe: quantize.Recipe):
     fp32_path = tmp_path / "fp32.onnx"
     onnx.save(convert.prepare_fp32(tiny_fp16_isnet()), fp32_path)
-    out = tmp_path / f"q-{recipe.uint8_resize}-{recipe.head_parts}-{recipe.head_taps}-{recipe.uint8_input}.onnx"
+    out = tmp_path / (f"q-{recipe.uint8_resize}-{recipe.head_parts}-{recipe.head_taps}-"
+                      f"{recipe.reduce_range}-{recipe.uint8_input}.onnx")
     quantize.quantize(fp32_path, out, lambda: iter([_batch(), -_batch()]), recipe)
     return onnx.load(out)
 
@@ -167,6 +168,26 @@ def test_the_head_as_1x1_taps_sums_what_its_3x3_conv_did(tmp_path, head_parts):
     # The same sums in another order: float rounding apart, nothing changes.
     np.testing.assert_allclose(_run(as_taps, _batch()), _run(as_conv, _batch()), atol=1e-5)
     assert not quantize.head_as_taps(as_taps, "/side1/")  # nothing left to rewrite
+
+
+def _int8_weights(model: onnx.ModelProto) -> list[np.ndarray]:
+    return [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == TensorProto.INT8]
+
+
+def test_weights_use_7_bits_so_no_cpu_saturates_them(tmp_path):
+    # Without VNNI, x86 adds pairs of uint8 x int8 products into int16 with
+    # saturation: 2 x 255 x 64 = 32640 still fits, 2 x 255 x 127 does not.
+    seven_bit = _int8_weights(_quantised_tiny(tmp_path, quantize.Recipe()))
+    eight_bit = _int8_weights(_quantised_tiny(tmp_path, quantize.Recipe(reduce_range=False)))
+    assert seven_bit and all(int(np.abs(w).max()) <= 64 for w in seven_bit)
+    assert max(int(np.abs(w).max()) for w in eight_bit) > 64
+
+
+def test_the_shipped_model_has_7_bit_weights():
+    if not build.MODEL_PATH.exists():
+        pytest.fail("models/isnet-general-tiny.onnx is missing: `make model` builds it")
+    weights = _int8_weights(onnx.load(build.MODEL_PATH))
+    assert len(weights) > 100 and all(int(np.abs(w).max()) <= 64 for w in weights)
 
 
 def test_folded_input_quantisation_gives_the_same_output(tmp_path):
