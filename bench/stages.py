@@ -14,10 +14,11 @@ reference in the cache) and `onnx` (requirements-dev.txt).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from pathlib import Path
 
-from bench import photos
+from bench import modelfile, photos
 from bench.bare import BareSession
 from bench.configs import Config
 from bench.stats import percentile
@@ -70,8 +71,10 @@ def _tensors(model: Path, folder: Path) -> list[Path]:
     from models import quantize
 
     folder.mkdir(parents=True, exist_ok=True)
-    quantisation = quantize.input_quantisation(onnx.load(str(model)))
-    return photos.write_tensors(folder, quantisation=quantisation)
+    # The service's preprocessing, with the variant's own input quantisation.
+    model_input = dataclasses.replace(modelfile.model_input(model),
+                                      quantisation=quantize.input_quantisation(onnx.load(str(model))))
+    return photos.write_tensors(folder, model_input)
 
 
 def run(model: Path, scratch: Path, config: Config, *, runs: int, log=print) -> list[dict]:
