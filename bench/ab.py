@@ -5,12 +5,15 @@
 A VARIANT is ``name[@checkout][:NAME=VALUE,NAME=VALUE...]``: the service
 started as `make run` starts it (bench/servers.py), from ``checkout`` (a git
 worktree, say; default this one), with these variables on top of make run's
-environment. ``LD_PRELOAD=...`` is passed as given; ``LD_PRELOAD=thpalign``
+environment; ``MODEL_PATH=other.onnx`` (its manifest beside it) serves
+another model file than ``--model``, so two builds run in the same minutes. ``LD_PRELOAD=...`` is passed as given; ``LD_PRELOAD=thpalign``
 is bench/thpalign.c, built on demand (bench/thpalign.py). All variants run at once;
 every round posts each photo to each of them in turn, the order rotated, so
 machine load falls on all alike. ``--bare`` adds a bare onnxruntime session
 with onnxruntime's default options (rembg's) on the same model file to the
-rotation, as the ratio's reference (bench/overhead.py times it the same way).
+rotation, as the ratio's reference (bench/overhead.py times it the same way);
+a variant on another model file gets its own bare session on that file, and
+its ratio is to that one.
 
 Per variant: median and p95 latency, the ratio to the first variant (and to
 the bare defaults), the worker's VmHWM after its first 1024-px request and at
@@ -56,8 +59,8 @@ def service(checkout: Path, model: Path, env_extra: dict, log_dir: Path,
     """The service from ``checkout`` on ``model``, as make run starts it, with
     ``env_extra`` on top and gunicorn's ``config`` (bench.breakdown passes its own)."""
     port = free_port()
-    env = {**MAKE_RUN_ENV, **os.environ, **env_extra, "PORT": str(port),
-           "MODEL_PATH": str(model), "PYTHONUNBUFFERED": "1", "ORT_DISABLE_TELEMETRY": "1"}
+    env = {**MAKE_RUN_ENV, **os.environ, "MODEL_PATH": str(model), **env_extra, "PORT": str(port),
+           "PYTHONUNBUFFERED": "1", "ORT_DISABLE_TELEMETRY": "1"}
     env.pop("API_KEY", None)
     command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", config,
                "--chdir", str(checkout), "--bind", f"{HOST}:{port}"]
@@ -83,6 +86,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     model = args.model.resolve()
     variants = [parse_variant(text) for text in args.variants]
+    models_served = {name: Path(env.get("MODEL_PATH", model)).resolve() for name, _, env in variants}
+    for name, _, env in variants:  # the service runs from its checkout: give it the absolute path
+        if "MODEL_PATH" in env:
+            env["MODEL_PATH"] = str(models_served[name])
+    bare_of: dict[Path, str] = {}  # model file -> the label of its bare defaults session
     uploads = photos.uploads()
     loads = [os.getloadavg()[0]]
     seconds: dict[str, list[float]] = {name: [] for name, _, _ in variants}
@@ -104,21 +112,29 @@ def main(argv=None) -> int:
             steps = [(name, lambda name=name, upload=None: servers[name].remove_background(
                 upload[0], photos.unique(upload[1]))) for name in servers]
             if args.bare:
-                tensors = args.tensors
-                if tensors is None:
-                    tensors = Path(folder) / "tensors"
-                    tensors.mkdir()
-                    photos.write_tensors(tensors, ModelInput.from_manifest(
-                        read_manifest(model.with_suffix(".json"))))
-                by_stem = {path.stem: path for path in tensors.glob("*.npy")}
+                bare = {}
                 lean = configs.from_settings(Settings.from_env({}), MAKE_RUN_ENV)
-                bare = {"bare-ort-defaults": BareSession(BY_NAME["ort-defaults"], model, tensors),
-                        "bare-service-options": BareSession(lean, model, tensors)}
-                for label, session in bare.items():
-                    session.run(next(iter(by_stem.values())))  # warm-up
-                    seconds[label] = []
-                    steps.append((label, lambda upload=None, session=session: session.run(
-                        by_stem[Path(upload[0]).stem])["seconds"]))
+                # Each distinct file once, named after the first variant serving it.
+                files = {file: name for name, file in reversed(models_served.items())}
+                for index, (file, served_by) in enumerate(files.items()):
+                    tensors = args.tensors if args.tensors and file == model else None
+                    if tensors is None:
+                        tensors = Path(folder) / f"tensors-{index}"
+                        tensors.mkdir()
+                        photos.write_tensors(tensors, ModelInput.from_manifest(
+                            read_manifest(file.with_suffix(".json"))))
+                    by_stem = {path.stem: path for path in tensors.glob("*.npy")}
+                    suffix = "" if file == model else f"@{served_by}"
+                    sessions = {f"bare-ort-defaults{suffix}": BareSession(BY_NAME["ort-defaults"], file, tensors)}
+                    if file == model:
+                        sessions["bare-service-options"] = BareSession(lean, file, tensors)
+                    bare_of[file] = f"bare-ort-defaults{suffix}"
+                    for label, session in sessions.items():
+                        bare[label] = session
+                        session.run(next(iter(by_stem.values())))  # warm-up
+                        seconds[label] = []
+                        steps.append((label, lambda upload=None, session=session, by_stem=by_stem:
+                                      session.run(by_stem[Path(upload[0]).stem])["seconds"]))
             for round_index in range(args.rounds):
                 for index, upload in enumerate(uploads):
                     shift = (round_index + index) % len(steps)
@@ -142,6 +158,8 @@ def main(argv=None) -> int:
                 server.stop()
     reference = statistics.median(seconds[variants[0][0]])
     defaults = statistics.median(seconds["bare-ort-defaults"]) if args.bare else None
+    own_defaults = {name: statistics.median(seconds[bare_of[file]])
+                    for name, file in models_served.items()} if args.bare else {}
     print(f"model {model.name}, {args.rounds} rounds x {len(uploads)} photos, "
           f"load average (1 min) {min(loads):.2f}-{max(loads):.2f}")
     print("| variant | median s | p95 s | vs first |" + (" vs bare ORT defaults |" if defaults else "")
@@ -151,7 +169,7 @@ def main(argv=None) -> int:
         median = statistics.median(values)
         row = f"| {label} | {median:.3f} | {percentile(values, 95):.3f} | {median / reference:.3f}x |"
         if defaults:
-            row += f" {median / defaults:.3f}x |"
+            row += f" {median / own_defaults.get(label, defaults):.3f}x |"
         if label in faults:
             row += (f" {first_hwm[label]:.1f} / {end_hwm[label]:.1f} |"
                     f" {statistics.median(faults[label]):.0f} |")
@@ -160,9 +178,13 @@ def main(argv=None) -> int:
         print(row)
     for name, checkout, env in variants:
         print(f"- {name}: {checkout}, {env or 'make run env'}")
+    if defaults and len(bare_of) > 1:
+        print("- vs bare ORT defaults: each variant against the bare session on its own model file")
     differing = sorted(photo for photo, by_variant in answers.items()
                        if len(set(by_variant.values())) > 1)
-    print(f"- answers: {'the same bytes from every variant' if not differing else 'DIFFER for ' + ', '.join(differing)}")
+    same = "the same bytes from every variant" if not differing else "DIFFER for " + ", ".join(differing)
+    print(f"- answers: {same}" + (" (expected: the variants serve different model files)"
+                                 if differing and len(set(models_served.values())) > 1 else ""))
     return 0
 
 
