@@ -6,8 +6,9 @@ A VARIANT is ``name[@checkout][:NAME=VALUE,NAME=VALUE...]``: the service
 started as `make run` starts it (bench/servers.py), from ``checkout`` (a git
 worktree, say; default this one), with these variables on top of make run's
 environment; ``MODEL_PATH=other.onnx`` (its manifest beside it) serves
-another model file than ``--model``, so two builds run in the same minutes. ``LD_PRELOAD=...`` is passed as given; ``LD_PRELOAD=thpalign``
-is bench/thpalign.c, built on demand (bench/thpalign.py). All variants run at once;
+another model file than ``--model``, so two builds run in the same minutes.
+``LD_PRELOAD=...`` is passed as given; ``LD_PRELOAD=thpalign`` is
+bench/thpalign.c, built on demand (bench/thpalign.py). All variants run at once;
 every round posts each photo to each of them in turn, the order rotated, so
 machine load falls on all alike. ``--bare`` adds a bare onnxruntime session
 with onnxruntime's default options (rembg's) on the same model file to the

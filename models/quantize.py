@@ -72,8 +72,8 @@ class Recipe:
     # multiply uint8 by int8 with an instruction that adds pairs of products
     # into int16 and saturates: with 8-bit weights the same file gave 3 of 23
     # held-out photos on target on an AVX2-only AMD EPYC (worst IoU 0.58)
-    # where the Intel Xeon it was built on gave 9 (0.87). 7-bit weights cannot saturate
-    # (2 x 255 x 64 = 32640 < 32768), so no x86 kernel saturates them.
+    # where the Intel Xeon it was built on gave 9 (0.87). With 7-bit weights
+    # no pair can pass 2 x 255 x 64 = 32640, which int16 holds.
     reduce_range: bool = True
     dynamic: bool = True
     uint8_resize: bool = True
