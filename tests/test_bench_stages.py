@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from bench import modelfile, photos, stages
 from models import build
 
 
 def test_stage_tensors_are_the_services_input_for_the_model(tmp_path):
-    if not build.MODEL_PATH.exists():
-        pytest.fail("models/isnet-general-tiny.onnx is missing: `make model` builds it")
+    assert build.MODEL_PATH.is_file(), "models/isnet-general-tiny.onnx is missing: run `make model`"
     paths = stages._tensors(build.MODEL_PATH, tmp_path)
     assert [p.stem for p in paths] == [name.rsplit(".", 1)[0] for name in photos.PHOTO_NAMES]
     wanted = modelfile.model_input(build.MODEL_PATH).tensor(photos.load(photos.PHOTO_NAMES[0]))
