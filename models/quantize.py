@@ -17,8 +17,9 @@ mask, which stays fp32 because it decides the edges.
 
 Two rewrites of the quantised graph then remove the last float copies at
 512x512: bilinear Resizes run on uint8 (resize_in_uint8), and the fp32 head
-reads its input in four channel groups (split_head), each turned into tap
-planes by a 1x1 Conv and summed shifted (head_as_taps). See models/README.md
+reads its input in four channel groups (split_head). A third makes the head
+fast without onnxruntime's blocked layout: each group's 3x3 Conv becomes a
+1x1 Conv to tap planes, summed shifted (head_as_taps). See models/README.md
 for what each step measured.
 """
 
