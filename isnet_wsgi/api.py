@@ -91,6 +91,8 @@ class BackgroundAPI:
                 # The container's (cgroup's) memory limit; None when there is none.
                 "cgroup_limit_mb": memory.cgroup_memory_limit_mb(),
                 "model_loaded": self.segmenter.loaded,
+                # onnxruntime's arena kept between requests, MiB; 0 when none.
+                "arena_mb": self.segmenter.options.arena_mb,
             },
             "max_file_size_mb": settings.max_upload_mb,
             "max_dimension": settings.max_dimension_px,

@@ -158,6 +158,20 @@ def _per_channel(value) -> tuple[float, float, float]:
     return tuple(float(v) for v in values)
 
 
+def arena_mb(settings: Settings, container_limit_mb: float | None) -> int:
+    """The arena the settings give a worker in a container with this memory
+    limit (None: no limit): none below ARENA_MIN_MEMORY_MB.
+
+    NOTE: the arena keeps onnxruntime's ~130 MB between requests, so a large
+    upload's decode (up to DECODE_BUDGET_MB) comes on top of it: the
+    4-client stress workload peaked at 359 MiB in a 512 MiB group with it,
+    and was OOM-killed in 256 and 320 MiB groups; without it, 234 MiB.
+    """
+    if container_limit_mb is not None and container_limit_mb < settings.arena_min_memory_mb:
+        return 0
+    return settings.ort_arena_mb
+
+
 class Segmenter:
     """One model, loaded once; one session per worker process."""
 
@@ -191,6 +205,7 @@ class Segmenter:
         return cls.load(settings.model_path, settings.manifest_path, SessionOptions(
             intra_op_threads=settings.intra_op_threads,
             cpu_arena=settings.ort_cpu_arena,
+            arena_mb=arena_mb(settings, memory.cgroup_memory_limit_mb()),
             memory_pattern=settings.ort_memory_pattern,
             mmap_threshold_kb=settings.malloc_mmap_threshold_kb))
 

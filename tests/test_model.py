@@ -14,9 +14,10 @@ from PIL import Image
 from isnet_wsgi import memory
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
 from isnet_wsgi.model import (ModelError, ModelFile, ModelInput, Segmenter, SessionOptions,
-                              mask_from_output)
+                              arena_mb, mask_from_output)
+from isnet_wsgi.session import shared_arena
 from models import quantize
-from tests.helpers import open_image, photo_bytes
+from tests.helpers import make_settings, open_image, photo_bytes
 
 MANIFEST_PATH = DEFAULT_MODEL_PATH.with_suffix(".json")
 
@@ -178,3 +179,38 @@ def test_the_segmenter_answers_a_mask_of_the_image_size(service):
     assert service.segmenter.last_run_s > 0
     values = np.asarray(mask)
     assert values.min() == 0 and values.max() == 255  # min-max: a cup and a background
+
+
+@pytest.mark.parametrize(("container_limit_mb", "overrides", "expected_mb"), [
+    (None, {}, 192),               # no limit: the default arena
+    (2048.0, {}, 192),
+    (512.0, {}, 192),              # Railway's small plan
+    (511.0, {}, 0),                # below ARENA_MIN_MEMORY_MB: fresh memory each run
+    (256.0, {}, 0),
+    (None, {"ort_arena_mb": 0}, 0),
+    (256.0, {"arena_min_memory_mb": 0, "ort_arena_mb": 160}, 160),
+])
+def test_the_arena_is_kept_only_where_the_container_has_room(container_limit_mb, overrides,
+                                                               expected_mb):
+    settings = make_settings(**overrides)
+    assert arena_mb(settings, container_limit_mb) == expected_mb
+
+
+def test_a_second_arena_size_in_one_process_is_refused(service):
+    """Sessions would silently share the first; the service's is already registered."""
+    registered_mb = service.segmenter.options.arena_mb
+    assert registered_mb > 0
+    shared_arena(registered_mb)  # the same size again is no change
+    with pytest.raises(ValueError, match=f"already {registered_mb} MiB"):
+        shared_arena(registered_mb + 1)
+
+
+def test_the_arena_changes_memory_not_masks(service):
+    """The same output from the service's session (arena) and a lean one."""
+    lean = Segmenter.load(DEFAULT_MODEL_PATH, MANIFEST_PATH,
+                          dataclasses.replace(service.segmenter.options, arena_mb=0))
+    lean.start()
+    tensor = service.segmenter.input.tensor(open_image(photo_bytes("coffee.png")).convert("RGB"))
+    with_arena = service.segmenter.run(tensor)
+    np.testing.assert_array_equal(lean.run(tensor), with_arena)
+    np.testing.assert_array_equal(service.segmenter.run(tensor), with_arena)  # and again
