@@ -59,6 +59,7 @@ class Config:
     memory_pattern: bool = False
     # OrtArenaCfg keys (max_mem, arena_extend_strategy, ...); implies cpu_arena.
     arena_cfg: dict | None = None
+    arena_mb: int = 0                  # the service's arena (ORT_ARENA_MB); 0 is none
     intra_op_threads: int = 0          # 0: every CPU this process may use
     allow_spinning: bool = True
     spin_stop: bool = False  # session.force_spinning_stop: no spinning after a run
@@ -87,7 +88,9 @@ class Config:
         if self.ort_defaults:
             parts = ["ort.SessionOptions() defaults"]
         else:
-            parts = [f"arena={'on' if self.cpu_arena or self.arena_cfg else 'off'}",
+            arena = f"{self.arena_mb}MiB" if self.arena_mb else (
+                "on" if self.cpu_arena or self.arena_cfg else "off")
+            parts = [f"arena={arena}",
                      f"pattern={'on' if self.memory_pattern else 'off'}"]
             parts += [f"{key}={value}" for key, value in (self.arena_cfg or {}).items()]
             parts += [f"threads={self.intra_op_threads or 'all'}"]
@@ -117,6 +120,7 @@ class Config:
             raise ValueError(f"{self.name}: the service has no setting for {', '.join(unsupported)}")
         mmap_bytes = int(self.env.get("MALLOC_MMAP_THRESHOLD_", "0"))
         env = {"ORT_CPU_ARENA": str(int(self.cpu_arena)),
+               "ORT_ARENA_MB": str(self.arena_mb),
                "ORT_MEMORY_PATTERN": str(int(self.memory_pattern)),
                # The worker's own mallopt() must agree with the environment.
                "MALLOC_MMAP_THRESHOLD_KB": str(mmap_bytes // 1024)}
@@ -128,7 +132,9 @@ class Config:
 def from_settings(settings, environ: dict[str, str]) -> Config:
     """The point the service runs at with these isnet_wsgi.config.Settings,
     started with this environment (`make run`'s exports included)."""
-    from isnet_wsgi.session import DISABLED_OPTIMIZERS  # noqa: PLC0415 (imports onnxruntime)
+    from isnet_wsgi import memory  # noqa: PLC0415
+    from isnet_wsgi.model import arena_mb  # noqa: PLC0415 (imports onnxruntime)
+    from isnet_wsgi.session import DISABLED_OPTIMIZERS  # noqa: PLC0415
 
     env = {key: value for key, value in environ.items()
            if key.startswith(("MALLOC_", "MIMALLOC_")) or key in ("GLIBC_TUNABLES", "LD_PRELOAD")}
@@ -136,6 +142,7 @@ def from_settings(settings, environ: dict[str, str]) -> Config:
         env["MALLOC_MMAP_THRESHOLD_"] = str(settings.malloc_mmap_threshold_kb * 1024)
     return Config("service-settings", "the service's current settings",
                   cpu_arena=settings.ort_cpu_arena, memory_pattern=settings.ort_memory_pattern,
+                  arena_mb=arena_mb(settings, memory.cgroup_memory_limit_mb()),
                   intra_op_threads=settings.intra_op_threads, env=env,
                   spin_stop=True,  # the service always sets these two (model.py)
                   disabled_optimizers=tuple(DISABLED_OPTIMIZERS))
@@ -243,9 +250,20 @@ CANDIDATES: tuple[Config, ...] = (
     Config("service-thpalign", "the service's options + bench/thpalign.c (aligned THP blocks)",
           spin_stop=True, disabled_optimizers=("NchwcTransformer",), env=LEAN_HUGETLB_ENV,
           allocator="thpalign"),
+    # The service's own options with and without its arena (ORT_ARENA_MB).
+    Config("service-lean", "the service's options, no arena (ORT_ARENA_MB=0)",
+          spin_stop=True, disabled_optimizers=("NchwcTransformer",), env=LEAN_HUGETLB_ENV),
+    Config("service-arena", "the service's options + its arena, 192 MiB first region (default)",
+          spin_stop=True, disabled_optimizers=("NchwcTransformer",), env=LEAN_HUGETLB_ENV,
+          arena_mb=192),
+    # Measured: as fast, 345 MB bare (kSameAsRequested ignores the first size).
+    Config("service-arena-same", "the service's options + a shared arena, kSameAsRequested",
+          spin_stop=True, disabled_optimizers=("NchwcTransformer",), env=LEAN_HUGETLB_ENV,
+          arena_cfg=ARENA_SAME_AS_REQUESTED),
 )
 
-# A short list for `--quick`: the reference, today's service and the likely winners.
-QUICK = ("ort-defaults", "service-now", "mmap-64k-hugetlb", "glibc-heap-only", "jemalloc-retain")
+# A short list for `--quick`: the reference, the service with and without its arena, and
+# two that keep memory.
+QUICK = ("ort-defaults", "service-arena", "service-lean", "glibc-heap-only", "jemalloc-retain")
 
 BY_NAME = {config.name: config for config in CANDIDATES}

@@ -46,7 +46,7 @@ def session_options(config: Config) -> ort.SessionOptions:
     # The service's own options (isnet_wsgi.model), then what this point changes.
     options = service_session_options(SessionOptions(
         intra_op_threads=config.intra_op_threads or len(os.sched_getaffinity(0)),
-        cpu_arena=config.cpu_arena or config.arena_cfg is not None,
+        cpu_arena=config.cpu_arena or config.arena_cfg is not None, arena_mb=config.arena_mb,
         memory_pattern=config.memory_pattern, spin_stop=config.spin_stop))
     options.graph_optimization_level = _OPT_LEVELS[config.graph_optimization]
     if not config.allow_spinning:
