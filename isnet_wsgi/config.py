@@ -118,10 +118,11 @@ class Settings:
                                     meaning="onnxruntime's threads for one inference")
     ort_cpu_arena: bool = setting(False, env="ORT_CPU_ARENA",
                                   meaning="onnxruntime's CPU memory arena")
-    # PERF: one arena kept between requests: 0.79x the latency of fresh
-    # memory each run, for ~27 MB more worker peak (README, "Memory and speed").
+    # PERF: 192 keeps one arena between requests: 0.79x the latency of fresh
+    # memory each run, for ~27 MB more worker peak and ~120 MB more in the
+    # worst case (README, "Memory and speed"); off unless asked for.
     ort_arena_mb: int = setting(
-        192, env="ORT_ARENA_MB", low=0, high=1 << 20,
+        0, env="ORT_ARENA_MB", low=0, high=1 << 20,
         meaning="first region of the arena onnxruntime keeps between requests, MiB; 0 is none")
     arena_min_memory_mb: int = setting(
         512, env="ARENA_MIN_MEMORY_MB", low=0, high=1 << 30,

@@ -181,13 +181,16 @@ def test_the_segmenter_answers_a_mask_of_the_image_size(service):
     assert values.min() == 0 and values.max() == 255  # min-max: a cup and a background
 
 
+ARENA_MB = 192  # the size the README measures
+
+
 @pytest.mark.parametrize(("container_limit_mb", "overrides", "expected_mb"), [
-    (None, {}, 192),               # no limit: the default arena
-    (2048.0, {}, 192),
-    (512.0, {}, 192),              # Railway's small plan
-    (511.0, {}, 0),                # below ARENA_MIN_MEMORY_MB: fresh memory each run
-    (256.0, {}, 0),
-    (None, {"ort_arena_mb": 0}, 0),
+    (None, {}, 0),                 # off unless asked for
+    (None, {"ort_arena_mb": ARENA_MB}, ARENA_MB),   # no limit
+    (2048.0, {"ort_arena_mb": ARENA_MB}, ARENA_MB),
+    (512.0, {"ort_arena_mb": ARENA_MB}, ARENA_MB),  # Railway's small plan
+    (511.0, {"ort_arena_mb": ARENA_MB}, 0),         # below ARENA_MIN_MEMORY_MB
+    (256.0, {"ort_arena_mb": ARENA_MB}, 0),
     (256.0, {"arena_min_memory_mb": 0, "ort_arena_mb": 160}, 160),
 ])
 def test_the_arena_is_kept_only_where_the_container_has_room(container_limit_mb, overrides,
@@ -196,21 +199,21 @@ def test_the_arena_is_kept_only_where_the_container_has_room(container_limit_mb,
     assert arena_mb(settings, container_limit_mb) == expected_mb
 
 
-def test_a_second_arena_size_in_one_process_is_refused(service):
-    """Sessions would silently share the first; the service's is already registered."""
-    registered_mb = service.segmenter.options.arena_mb
-    assert registered_mb > 0
-    shared_arena(registered_mb)  # the same size again is no change
-    with pytest.raises(ValueError, match=f"already {registered_mb} MiB"):
-        shared_arena(registered_mb + 1)
+def test_a_second_arena_size_in_one_process_is_refused():
+    """Sessions would silently share the first."""
+    shared_arena(ARENA_MB)
+    shared_arena(ARENA_MB)  # the same size again is no change
+    with pytest.raises(ValueError, match=f"already {ARENA_MB} MiB"):
+        shared_arena(ARENA_MB + 1)
 
 
 def test_the_arena_changes_memory_not_masks(service):
-    """The same output from the service's session (arena) and a lean one."""
-    lean = Segmenter.load(DEFAULT_MODEL_PATH, MANIFEST_PATH,
-                          dataclasses.replace(service.segmenter.options, arena_mb=0))
-    lean.start()
+    """The same output from the service's session (no arena) and one with the arena."""
+    assert service.segmenter.options.arena_mb == 0
+    with_arena = Segmenter.load(DEFAULT_MODEL_PATH, MANIFEST_PATH,
+                                dataclasses.replace(service.segmenter.options, arena_mb=ARENA_MB))
+    with_arena.start()
     tensor = service.segmenter.input.tensor(open_image(photo_bytes("coffee.png")).convert("RGB"))
-    with_arena = service.segmenter.run(tensor)
-    np.testing.assert_array_equal(lean.run(tensor), with_arena)
-    np.testing.assert_array_equal(service.segmenter.run(tensor), with_arena)  # and again
+    expected = service.segmenter.run(tensor)
+    np.testing.assert_array_equal(with_arena.run(tensor), expected)
+    np.testing.assert_array_equal(with_arena.run(tensor), expected)  # and from reused memory
