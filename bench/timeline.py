@@ -3,7 +3,7 @@ run, matched to onnxruntime's own per-node profile.
 
     python -m bench.timeline [--arena-mb N] [--photo coffee.png] [--top 12] [--steps]
 
-One bare session with the service's options (bench/configs.py's lean point,
+One bare session with the service's session options (isnet_wsgi/session.py,
 or the arena with --arena-mb) in this process; run it under `make run`'s
 malloc environment (`make bench` exports it; see bench/README.md). After a
 warm-up run, a thread reads /proc/self/statm every half millisecond while
