@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import threading
 import time
@@ -99,12 +98,10 @@ class _Sampler(threading.Thread):
         self._done = threading.Event()
 
     def run(self) -> None:
-        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
-        with open("/proc/self/statm") as statm:
-            while not self._done.is_set():
-                statm.seek(0)
-                self.samples.append((time.perf_counter(), int(statm.read().split()[1]) * page_mb))
-                time.sleep(SAMPLE_INTERVAL_S)
+        # memory.rss_mb opens /proc/self/statm each time: ~20 us, well inside the interval.
+        while not self._done.is_set():
+            self.samples.append((time.perf_counter(), memory.rss_mb()))
+            time.sleep(SAMPLE_INTERVAL_S)
 
     def stop(self) -> None:
         self._done.set()
