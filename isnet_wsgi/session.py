@@ -48,6 +48,13 @@ def session_options(options: SessionOptions) -> ort.SessionOptions:
         shared_arena(options.arena_mb)
         made.add_session_config_entry("session.use_env_allocators", "1")
     made.enable_mem_pattern = options.memory_pattern
+    # PERF: onnxruntime's planner hands a dead tensor's buffer to a later
+    # tensor of the same size, which keeps the buffer alive in between. In
+    # the arena that is fragmentation: off, the worker's peak after a 1024-px
+    # request was 271 -> 243 MB at the same latency (0.694 vs 0.703 s, same
+    # run). Without an arena the reuse saves fresh pages: off there, 18 MB
+    # less for 1.19x the latency.
+    made.enable_mem_reuse = options.arena_mb == 0
     made.log_severity_level = 3
     # PERF: the intra-op threads spin between kernels (fast), but not after
     # the run, when this process decodes and encodes on the same cores:
@@ -64,12 +71,14 @@ def shared_arena(initial_mb: int) -> None:
     """Register this process's onnxruntime CPU arena: its first region
     ``initial_mb`` MiB, grown by doubling only if a run ever needs more.
 
-    PERF: without an arena each 1024-px run maps ~590 MB afresh (~40,000
+    PERF: without an arena each 1024-px run maps ~590 MB afresh (~50,000
     page faults); onnxruntime's own arena keeps it all but fragments to
-    ~400 MB. One region that holds a whole run (the model's took ~127 MB of
-    a 176 MiB or larger one) is as fast as the own arena at ~293 MB bare,
-    18 MB above no arena. Only a shared ("environment") arena takes these
-    settings from Python; kSameAsRequested ignores the first size (345 MB).
+    ~400 MB. One region that holds a whole run is as fast as the own arena;
+    with the planner's buffer reuse off (session_options) it holds ~100 MB
+    after a run, and the worker peaks where it does without an arena. Only
+    a shared ("environment") arena takes these settings from Python;
+    kSameAsRequested ignores the first size (345 MB). 128 and 160 MiB
+    first regions peaked higher (250, 269 MB), 256 MiB no lower (244 MB).
     Pages of the region a run never touches cost nothing.
 
     Once per process (onnxruntime keeps one per device); a second call with
