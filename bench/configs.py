@@ -251,9 +251,9 @@ CANDIDATES: tuple[Config, ...] = (
           spin_stop=True, disabled_optimizers=("NchwcTransformer",), env=LEAN_HUGETLB_ENV,
           allocator="thpalign"),
     # The service's own options with and without its arena (ORT_ARENA_MB).
-    Config("service-lean", "the service's options, no arena (ORT_ARENA_MB=0, the default)",
+    Config("service-lean", "the service's options, no arena (ORT_ARENA_MB=0)",
           spin_stop=True, disabled_optimizers=("NchwcTransformer",), env=LEAN_HUGETLB_ENV),
-    Config("service-arena", "the service's options + its arena, ORT_ARENA_MB=192",
+    Config("service-arena", "the service's options + its arena (ORT_ARENA_MB=192, the default)",
           spin_stop=True, disabled_optimizers=("NchwcTransformer",), env=LEAN_HUGETLB_ENV,
           arena_mb=192),
     # Measured: as fast, 345 MB bare (kSameAsRequested ignores the first size).

@@ -118,11 +118,12 @@ class Settings:
                                     meaning="onnxruntime's threads for one inference")
     ort_cpu_arena: bool = setting(False, env="ORT_CPU_ARENA",
                                   meaning="onnxruntime's CPU memory arena")
-    # PERF: 192 keeps one arena between requests: 0.79x the latency of fresh
-    # memory each run, for ~27 MB more worker peak and ~120 MB more in the
-    # worst case (README, "Memory and speed"); off unless asked for.
+    # PERF: one arena kept between requests: 0.79x the latency of fresh
+    # memory each run at the same worker peak for a 1024-px request (241 vs
+    # 242 MB), ~100 MB more in the worst case (README, "Memory and speed");
+    # hence only in containers of ARENA_MIN_MEMORY_MB or more.
     ort_arena_mb: int = setting(
-        0, env="ORT_ARENA_MB", low=0, high=1 << 20,
+        192, env="ORT_ARENA_MB", low=0, high=1 << 20,
         meaning="first region of the arena onnxruntime keeps between requests, MiB; 0 is none")
     arena_min_memory_mb: int = setting(
         512, env="ARENA_MIN_MEMORY_MB", low=0, high=1 << 30,

@@ -162,10 +162,11 @@ def arena_mb(settings: Settings, container_limit_mb: float | None) -> int:
     """The arena the settings give a worker in a container with this memory
     limit (None: no limit): none below ARENA_MIN_MEMORY_MB.
 
-    NOTE: the arena keeps onnxruntime's ~130 MB between requests, so a large
-    upload's decode (up to DECODE_BUDGET_MB) comes on top of it: the
-    4-client stress workload peaked at 359 MiB in a 512 MiB group with it,
-    and was OOM-killed in 256 and 320 MiB groups; without it, 234 MiB.
+    NOTE: the arena keeps ~100 MB of onnxruntime's between requests, so a
+    large upload's decode (up to DECODE_BUDGET_MB) comes on top of it: the
+    worst-case worker peak is 362 MB with it, 265 MB without; the 4-client
+    stress workload peaked at 331 MiB in a 512 MiB group with it, 234 MiB
+    without (tests/system/test_decode_budget.py, test_container_limit.py).
     """
     if container_limit_mb is not None and container_limit_mb < settings.arena_min_memory_mb:
         return 0

@@ -15,7 +15,7 @@ from isnet_wsgi import memory
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
 from isnet_wsgi.model import (ModelError, ModelFile, ModelInput, Segmenter, SessionOptions,
                               arena_mb, mask_from_output)
-from isnet_wsgi.session import shared_arena
+from isnet_wsgi.session import session_options, shared_arena
 from models import quantize
 from tests.helpers import make_settings, open_image, photo_bytes
 
@@ -185,7 +185,9 @@ ARENA_MB = 192  # the size the README measures
 
 
 @pytest.mark.parametrize(("container_limit_mb", "overrides", "expected_mb"), [
-    (None, {}, 0),                 # off unless asked for
+    (None, {}, ARENA_MB),          # the default, with no container limit
+    (256.0, {}, 0),                # not in a small container
+    (None, {"ort_arena_mb": 0}, 0),  # turned off
     (None, {"ort_arena_mb": ARENA_MB}, ARENA_MB),   # no limit
     (2048.0, {"ort_arena_mb": ARENA_MB}, ARENA_MB),
     (512.0, {"ort_arena_mb": ARENA_MB}, ARENA_MB),  # Railway's small plan
@@ -208,12 +210,18 @@ def test_a_second_arena_size_in_one_process_is_refused():
 
 
 def test_the_arena_changes_memory_not_masks(service):
-    """The same output from the service's session (no arena) and one with the arena."""
-    assert service.segmenter.options.arena_mb == 0
-    with_arena = Segmenter.load(DEFAULT_MODEL_PATH, MANIFEST_PATH,
-                                dataclasses.replace(service.segmenter.options, arena_mb=ARENA_MB))
-    with_arena.start()
+    """The same output from the service's session (the default arena, no
+    container limit here) and one without an arena.
+
+    With the arena the planner's buffer reuse is off too (isnet_wsgi/session.py).
+    """
+    assert service.segmenter.options.arena_mb == ARENA_MB
+    lean = Segmenter.load(DEFAULT_MODEL_PATH, MANIFEST_PATH,
+                          dataclasses.replace(service.segmenter.options, arena_mb=0))
+    lean.start()
+    assert session_options(service.segmenter.options).enable_mem_reuse is False
+    assert session_options(lean.options).enable_mem_reuse is True
     tensor = service.segmenter.input.tensor(open_image(photo_bytes("coffee.png")).convert("RGB"))
-    expected = service.segmenter.run(tensor)
-    np.testing.assert_array_equal(with_arena.run(tensor), expected)
-    np.testing.assert_array_equal(with_arena.run(tensor), expected)  # and from reused memory
+    expected = lean.run(tensor)
+    np.testing.assert_array_equal(service.segmenter.run(tensor), expected)
+    np.testing.assert_array_equal(service.segmenter.run(tensor), expected)  # and from reused memory

@@ -5,7 +5,7 @@ huge (tests/test_imaging.py) for LOAD_SECONDS: every answer must be 200 or
 413, the kernel must OOM-kill nothing, and the one worker must serve it all
 (same pid, never restarted). Needs root and a memory cgroup it may create a
 child of (v1 memory.limit_in_bytes or v2 memory.max), as in a container
-with a memory limit. Asked for an onnxruntime arena (ORT_ARENA_MB), the
+with a memory limit. With its default onnxruntime arena (ORT_ARENA_MB), the
 service keeps none in 256 MiB and keeps it in 512 MiB
 (ARENA_MIN_MEMORY_MB), where a large upload's decode comes on top of it.
 """
@@ -26,7 +26,7 @@ from tests.system.test_decode_budget import (filename_for, large_photo_jpeg,
                                              largest_accepted_webp, make_run_env)
 from tests.test_imaging import SMALL_BUT_HUGE
 
-# The arena asked for, and each container limit tested, MiB -> the arena the
+# The default arena, and each container limit tested, MiB -> the arena the
 # service must keep in it.
 ARENA_MB = 192
 ARENA_BY_LIMIT_MIB = {256: 0, 512: ARENA_MB}
@@ -124,7 +124,7 @@ def test_four_clients_in_a_small_cgroup_cause_no_oom_kill(tmp_path, limited_cgro
     # every worker it forks are inside before the first allocation.
     enter = ("sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(limited_cgroup.path))
     with running_gunicorn(tmp_path, command_prefix=enter, env=make_run_env(),
-                          CACHE_MB="0", ORT_ARENA_MB=str(ARENA_MB)) as server:
+                          CACHE_MB="0") as server:
         state = server.json("/api/bg/status")
         assert state["memory"]["cgroup_limit_mb"] == limited_cgroup.limit_mib
         assert state["memory"]["arena_mb"] == ARENA_BY_LIMIT_MIB[round(limited_cgroup.limit_mib)]
