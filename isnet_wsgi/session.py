@@ -19,8 +19,8 @@ class SessionOptions:
     cpu_arena: bool = False
     # One arena for every onnxruntime buffer, kept between runs, its first
     # region this size (shared_arena below); 0 is none: each run maps its
-    # memory afresh and gives it back. The service's default is 192 where
-    # the container has room (isnet_wsgi.model.arena_mb).
+    # memory afresh and gives it back. The service sets it from ORT_ARENA_MB
+    # where the container has room (isnet_wsgi.model.arena_mb).
     arena_mb: int = 0
     memory_pattern: bool = False
     mmap_threshold_kb: int = 64
