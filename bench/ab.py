@@ -63,9 +63,13 @@ def service(checkout: Path, model: Path, env_extra: dict, log_dir: Path,
     env = {**MAKE_RUN_ENV, **os.environ, "MODEL_PATH": str(model), **env_extra, "PORT": str(port),
            "PYTHONUNBUFFERED": "1", "ORT_DISABLE_TELEMETRY": "1"}
     env.pop("API_KEY", None)
-    command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", config,
+    command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", str(checkout / config),
                "--chdir", str(checkout), "--bind", f"{HOST}:{port}"]
-    return OurService(command, env, log_dir / f"{label}-{port}.log", port)
+    # NOTE: started in the checkout, not with --chdir alone: gunicorn puts
+    # its working directory first on sys.path and reads the config (which
+    # imports isnet_wsgi) before it applies --chdir, so every variant would
+    # otherwise run this checkout's code.
+    return OurService(command, env, log_dir / f"{label}-{port}.log", port, cwd=checkout)
 
 
 def minor_faults(pid: int) -> int:

@@ -40,8 +40,10 @@ class Server:
     name = "server"
     health_path = "/"
 
-    def __init__(self, command: list[str], env: dict[str, str], log_path: Path, port: int):
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path, port: int,
+                 cwd: Path = ROOT):
         self.command, self.env, self.log_path, self.port = command, env, log_path, port
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.started_at = 0.0
 
@@ -53,7 +55,7 @@ class Server:
     def launch(self) -> None:
         self.started_at = time.perf_counter()
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=log,
+            self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_healthy(self) -> float:
