@@ -93,6 +93,8 @@ class BackgroundAPI:
                 "model_loaded": self.segmenter.loaded,
                 # onnxruntime's arena kept between requests, MiB; 0 when none.
                 "arena_mb": self.segmenter.options.arena_mb,
+                # glibc's heap kept for requests' buffers, MiB; 0 when none.
+                "request_heap_mb": self.segmenter.options.request_heap_mb,
             },
             "max_file_size_mb": settings.max_upload_mb,
             "max_dimension": settings.max_dimension_px,

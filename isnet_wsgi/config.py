@@ -133,6 +133,15 @@ class Settings:
     malloc_mmap_threshold_kb: int = setting(
         64, env="MALLOC_MMAP_THRESHOLD_KB", low=0, high=32 * 1024,
         meaning="glibc's M_MMAP_THRESHOLD set in the worker, KiB; 0 is glibc's default")
+    # PERF: a request's own buffers (decode, resize, mask, cut-out, encode:
+    # ~40 MB in all) mapped afresh cost ~10,000 page faults per 1024-px
+    # request; from a heap kept between requests, ~20: 0.93-0.95x the
+    # latency for +4 MB of peak (README, "Memory and speed").
+    request_heap_mb: int = setting(
+        16, env="REQUEST_HEAP_MB", low=0, high=32,
+        meaning="with the arena, once the session is made: buffers below this size come "
+                "from glibc's heap, which keeps this much free between requests, MiB; 0 maps "
+                "each buffer over MALLOC_MMAP_THRESHOLD_KB afresh")
 
     # --- Worker lifecycle ---------------------------------------------------
     max_requests: int = setting(200, env="MAX_REQUESTS", low=0, high=10_000_000,

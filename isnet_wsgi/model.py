@@ -158,6 +158,12 @@ def _per_channel(value) -> tuple[float, float, float]:
     return tuple(float(v) for v in values)
 
 
+def request_heap_mb(settings: Settings, arena_mb: int) -> int:
+    """The heap kept for requests' buffers: only beside an arena, which
+    already keeps memory between requests in a container with room for it."""
+    return settings.request_heap_mb if arena_mb > 0 else 0
+
+
 def arena_mb(settings: Settings, container_limit_mb: float | None) -> int:
     """The arena the settings give a worker in a container with this memory
     limit (None: no limit): none below ARENA_MIN_MEMORY_MB.
@@ -203,12 +209,14 @@ class Segmenter:
     @classmethod
     def from_settings(cls, settings: Settings) -> "Segmenter":
         """The model and session options the settings name (verified, not started)."""
+        arena = arena_mb(settings, memory.cgroup_memory_limit_mb())
         return cls.load(settings.model_path, settings.manifest_path, SessionOptions(
             intra_op_threads=settings.intra_op_threads,
             cpu_arena=settings.ort_cpu_arena,
-            arena_mb=arena_mb(settings, memory.cgroup_memory_limit_mb()),
+            arena_mb=arena,
             memory_pattern=settings.ort_memory_pattern,
-            mmap_threshold_kb=settings.malloc_mmap_threshold_kb))
+            mmap_threshold_kb=settings.malloc_mmap_threshold_kb,
+            request_heap_mb=request_heap_mb(settings, arena)))
 
     @property
     def loaded(self) -> bool:
@@ -244,6 +252,8 @@ class Segmenter:
         if getattr(self._session, "_model_bytes", None) is not None:
             self._session._model_bytes = None
         self._model_file.close()
+        if self.options.request_heap_mb:
+            memory.keep_heap(self.options.request_heap_mb << 20)
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
         expected = self.input.onnx_type

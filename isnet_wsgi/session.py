@@ -24,6 +24,10 @@ class SessionOptions:
     arena_mb: int = 0
     memory_pattern: bool = False
     mmap_threshold_kb: int = 64
+    # Once the session is made, the heap glibc keeps for requests' buffers
+    # (isnet_wsgi.memory.keep_heap), MiB; 0 is none. With the arena only
+    # (isnet_wsgi.model.request_heap_mb).
+    request_heap_mb: int = 0
     # The service always stops spinning after a run (below); a bench point
     # may measure without it.
     spin_stop: bool = True

@@ -1,6 +1,8 @@
 """RSS from /proc and glibc's malloc knobs."""
 
 import os
+import subprocess
+import sys
 
 from isnet_wsgi import memory
 from tests.helpers import reset_peak_rss
@@ -38,6 +40,41 @@ def test_trim_gives_freed_heap_pages_back():
 def test_the_mmap_threshold_is_set_on_glibc():
     assert memory.set_mmap_threshold(64 * 1024)
     assert not memory.set_mmap_threshold(0)
+
+
+# A child that allocates and frees the same 4 MiB buffer ten times with the
+# service's 64 KiB mmap threshold, optionally keeping a heap first, and
+# prints the page faults of the last nine rounds.
+_REUSE_CHILD = """
+import resource, sys
+from isnet_wsgi import memory
+memory.set_mmap_threshold(64 * 1024)
+if sys.argv[1] == "keep":
+    assert memory.keep_heap(16 << 20)
+faults = []
+for _ in range(10):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = bytearray(4 << 20)  # zero-filled: every page is touched
+    del block
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(faults[1:]))
+"""
+
+
+def _reuse_faults(mode: str) -> int:
+    # Without transparent huge pages, which would fault a fresh map in 2 MiB at a time.
+    env = {name: value for name, value in os.environ.items() if name != "GLIBC_TUNABLES"}
+    done = subprocess.run([sys.executable, "-c", _REUSE_CHILD, mode], capture_output=True,
+                          text=True, timeout=60, check=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return int(done.stdout)
+
+
+def test_a_kept_heap_serves_the_same_buffer_again_without_page_faults():
+    # Mapped afresh, each round faults in all 1024 pages of the buffer.
+    assert _reuse_faults("fresh") >= 9 * 1000
+    assert _reuse_faults("keep") < 9 * 50
+    assert not memory.keep_heap(0)
 
 
 def fake_cgroup_tree(tmp_path, monkeypatch, proc_lines: str, files: dict[str, str]):

@@ -14,7 +14,7 @@ from PIL import Image
 from isnet_wsgi import memory
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
 from isnet_wsgi.model import (ModelError, ModelFile, ModelInput, Segmenter, SessionOptions,
-                              arena_mb, mask_from_output)
+                              arena_mb, mask_from_output, request_heap_mb)
 from isnet_wsgi.session import session_options, shared_arena
 from models import quantize
 from tests.helpers import make_settings, open_image, photo_bytes
@@ -199,6 +199,21 @@ def test_the_arena_is_kept_only_where_the_container_has_room(container_limit_mb,
                                                                expected_mb):
     settings = make_settings(**overrides)
     assert arena_mb(settings, container_limit_mb) == expected_mb
+
+
+@pytest.mark.parametrize(("arena", "overrides", "expected_mb"), [
+    (ARENA_MB, {}, 16),                       # the default, beside the arena
+    (0, {}, 0),                               # no arena: nothing kept between requests
+    (ARENA_MB, {"request_heap_mb": 0}, 0),    # turned off
+    (ARENA_MB, {"request_heap_mb": 32}, 32),
+])
+def test_a_heap_is_kept_for_requests_only_beside_the_arena(arena, overrides, expected_mb):
+    assert request_heap_mb(make_settings(**overrides), arena) == expected_mb
+
+
+def test_the_service_keeps_its_heap_once_the_session_is_made(service):
+    assert service.segmenter.options.request_heap_mb == 16
+    assert Segmenter.from_settings(make_settings(ort_arena_mb=0)).options.request_heap_mb == 0
 
 
 def test_a_second_arena_size_in_one_process_is_refused():
