@@ -135,7 +135,7 @@ class Settings:
         meaning="glibc's M_MMAP_THRESHOLD set in the worker, KiB; 0 is glibc's default")
     # PERF: a request's own buffers (decode, resize, mask, cut-out, encode:
     # ~40 MB in all) mapped afresh cost ~10,000 page faults per 1024-px
-    # request; from a heap kept between requests, ~20: 0.93-0.95x the
+    # request; from a heap kept between requests, 3-6: 0.95-0.96x the
     # latency for +4 MB of peak (README, "Memory and speed").
     request_heap_mb: int = setting(
         16, env="REQUEST_HEAP_MB", low=0, high=32,

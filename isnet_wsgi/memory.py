@@ -72,9 +72,9 @@ def keep_heap(size_bytes: int) -> bool:
     """
     if _libc is None or size_bytes <= 0:
         return False
-    _libc.malloc_trim(0)
-    return bool(_libc.mallopt(_M_MMAP_THRESHOLD, int(size_bytes))
-                and _libc.mallopt(_M_TRIM_THRESHOLD, int(size_bytes)))
+    trim()
+    return set_mmap_threshold(size_bytes) and bool(_libc.mallopt(_M_TRIM_THRESHOLD,
+                                                                  int(size_bytes)))
 
 
 def trim() -> bool:

@@ -13,4 +13,3 @@ def test_a_variant_is_started_in_its_checkout_with_its_own_config(tmp_path):
     server = ab.service(checkout, Path("model.onnx"), {}, tmp_path)
     assert server.cwd == checkout
     assert server.command[server.command.index("-c") + 1] == str(checkout / "gunicorn.conf.py")
-

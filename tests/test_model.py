@@ -211,7 +211,7 @@ def test_a_heap_is_kept_for_requests_only_beside_the_arena(arena, overrides, exp
     assert request_heap_mb(make_settings(**overrides), arena) == expected_mb
 
 
-def test_the_service_keeps_its_heap_once_the_session_is_made(service):
+def test_the_service_asks_for_the_heap_with_its_arena_and_not_without(service):
     assert service.segmenter.options.request_heap_mb == 16
     assert Segmenter.from_settings(make_settings(ort_arena_mb=0)).options.request_heap_mb == 0
 
