@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from PIL import Image
+
+from .parallel import map_in_threads
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Image mode -> PNG colour type (greyscale, truecolour, truecolour with alpha).
@@ -69,14 +69,7 @@ def _zlib_stream(scanlines: np.ndarray, threads: int) -> bytes:
         return compressor.compress(pieces[index]) + compressor.flush(
             zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
-    if len(pieces) == 1:
-        deflated = [deflate(0)]
-    else:
-        # NOTE: threads made per call, not a pool kept per module: a pool
-        # made in the gunicorn master (preload) would not survive the fork.
-        with ThreadPoolExecutor(len(pieces) - 1) as pool:
-            others = [pool.submit(deflate, index) for index in range(1, len(pieces))]
-            deflated = [deflate(0), *(future.result() for future in others)]
+    deflated = map_in_threads(deflate, range(len(pieces)))
     checksum = struct.pack(">I", zlib.adler32(data))
     return b"".join((_ZLIB_HEADER, *deflated, checksum))
 
