@@ -135,6 +135,28 @@ def test_tensor_is_rembgs_input_exactly():
     np.testing.assert_array_equal(ModelInput((32, 32)).tensor(image), expected)
 
 
+def rembgs_input(image: Image.Image, size_px: tuple[int, int]) -> np.ndarray:
+    """rembg's preprocessing, in one piece: LANCZOS, then float64 x/max - 0.5."""
+    resized = np.asarray(image.convert("RGB").resize(size_px, Image.Resampling.LANCZOS))
+    return (resized / float(resized.max()) - 0.5).transpose(2, 0, 1)[np.newaxis].astype(np.float32)
+
+
+@pytest.mark.parametrize("size_px", [(1024, 1024), (512, 256), (320, 320), (96, 100)])
+@pytest.mark.parametrize("photo, source_size", [
+    ("coffee.png", None), ("astronaut.png", (1024, 683)), ("astronaut.png", (683, 1024)),
+    ("camera.png", (1500, 1111)), ("camera.png", (512, 300)), ("camera.png", (300, 256)),
+    ("grass.png", (333, 257)), ("brick.png", (1024, 1024))])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_input_made_in_bands_is_the_whole_images(size_px, photo, source_size, threads):
+    image = open_image(photo_bytes(photo)).convert("RGB")
+    if source_size is not None:
+        image = image.resize(source_size, Image.Resampling.BICUBIC)
+    floats = ModelInput(size_px)
+    np.testing.assert_array_equal(floats.tensor(image, threads=threads), rembgs_input(image, size_px))
+    quantised = dataclasses.replace(floats, quantisation=(0.0079, 127))
+    np.testing.assert_array_equal(quantised.tensor(image, threads=threads), quantised.tensor(image))
+
+
 def test_manifest_names_the_resize_and_the_divisor():
     read = ModelInput.from_manifest({"input": {"resize": "BILINEAR", "normalisation": {"divide_by": "255"}}})
     assert read.resample == Image.Resampling.BILINEAR and read.divide_by == "255"
