@@ -13,13 +13,16 @@ Deflating pieces in parallel is what pigz does: each piece but the last ends
 with a sync flush, which aligns it to a byte, so the pieces concatenate into
 one valid deflate stream. Each piece starts with an empty window, which
 cost under 1 KB on those photos. zlib releases the GIL while it
-compresses, so plain threads run the pieces on separate cores.
+compresses, so plain threads run the pieces on separate cores; each thread
+also filters its rows and takes their Adler-32, which zlib's combine rule
+joins into the stream's.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+
 import numpy as np
 from PIL import Image
 
@@ -33,6 +36,7 @@ _ZLIB_HEADER = b"\x78\x01"
 _FILTER_NONE, _FILTER_UP = 0, 2
 # Below this, one thread: starting another costs more than it saves.
 _MIN_PIECE_BYTES = 256 * 1024
+_SAMPLED_ROW_STEP = 8
 
 
 def encode(image: Image.Image, *, threads: int = 1) -> bytes:
@@ -41,37 +45,72 @@ def encode(image: Image.Image, *, threads: int = 1) -> bytes:
         raise ValueError(f"cannot write {image.mode} images as PNG")
     width, height = image.size
     header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[image.mode], 0, 0, 0)
-    scanlines = _up_filtered(np.asarray(image).reshape(height, -1))
-    return b"".join((SIGNATURE, _chunk(b"IHDR", header),
-                     _chunk(b"IDAT", _zlib_stream(scanlines, threads)), _chunk(b"IEND", b"")))
+    rows = np.asarray(image).reshape(height, -1)
+    spans = _row_spans(rows, image.mode, threads)
+
+    def piece(index: int) -> tuple[bytes, int, int]:
+        scanlines = memoryview(_up_filtered(rows, *spans[index])).cast("B")
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS, 9, zlib.Z_RLE)
+        last = index == len(spans) - 1
+        deflated = compressor.compress(scanlines) + compressor.flush(
+            zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+        return deflated, zlib.adler32(scanlines), len(scanlines)
+
+    pieces = map_in_threads(piece, range(len(spans)))
+    checksum = pieces[0][1]
+    for _, adler, length in pieces[1:]:
+        checksum = _adler32_combine(checksum, adler, length)
+    stream = b"".join((_ZLIB_HEADER, *(deflated for deflated, _, _ in pieces),
+                       struct.pack(">I", checksum)))
+    return b"".join((SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", stream),
+                     _chunk(b"IEND", b"")))
 
 
-def _up_filtered(rows: np.ndarray) -> np.ndarray:
-    """Each row as its filter byte then its bytes minus the row above's (mod 256)."""
+def _row_spans(rows: np.ndarray, mode: str, threads: int) -> list[tuple[int, int]]:
+    """(first, end) rows of each piece: as many as threads, of about equal work.
+
+    PERF: a cut-out's fully transparent pixels deflate about 4x faster than
+    its subject's (all-zero bytes against a photo's), so an RGBA image is cut
+    where the estimated work, not the rows, is halved. In-process, two
+    passes of 21: the astronaut's cut-out (the subject fills the bottom
+    half) 19.2 -> 16.9 and 22.3 -> 19.9 ms, the bench's other three within
+    +0.1 and -1.0 ms.
+    """
     height, row_bytes = rows.shape
-    scanlines = np.empty((height, row_bytes + 1), np.uint8)
-    scanlines[0, 0] = _FILTER_NONE
-    scanlines[0, 1:] = rows[0]
-    scanlines[1:, 0] = _FILTER_UP
-    np.subtract(rows[1:], rows[:-1], out=scanlines[1:, 1:])
+    count = max(1, min(threads, height, height * row_bytes // _MIN_PIECE_BYTES))
+    if count == 1:
+        return [(0, height)]
+    if mode == "RGBA":
+        # Every 8th row's alpha is estimate enough, at an 8th of the cost.
+        visible = np.count_nonzero(rows[::_SAMPLED_ROW_STEP, 3::4], axis=1)
+        work = np.cumsum(3 * visible + row_bytes // 4)
+        cuts = [_SAMPLED_ROW_STEP * int(np.searchsorted(work, work[-1] * index / count))
+                for index in range(1, count)]
+    else:
+        cuts = [height * index // count for index in range(1, count)]
+    edges = sorted({0, height, *(min(max(cut, 1), height - 1) for cut in cuts)})
+    return list(zip(edges, edges[1:]))
+
+
+def _up_filtered(rows: np.ndarray, first: int, end: int) -> np.ndarray:
+    """Rows first..end as scanlines: each row's filter byte, then its bytes
+    minus the row above's (mod 256); the image's first row has nothing above."""
+    scanlines = np.empty((end - first, rows.shape[1] + 1), np.uint8)
+    above = max(first, 1)
+    if first == 0:
+        scanlines[0, 0] = _FILTER_NONE
+        scanlines[0, 1:] = rows[0]
+    scanlines[above - first:, 0] = _FILTER_UP
+    np.subtract(rows[above:end], rows[above - 1:end - 1], out=scanlines[above - first:, 1:])
     return scanlines
 
 
-def _zlib_stream(scanlines: np.ndarray, threads: int) -> bytes:
-    data = memoryview(scanlines).cast("B")
-    count = max(1, min(threads, len(data) // _MIN_PIECE_BYTES))
-    step = -(-len(data) // count)
-    pieces = [data[start:start + step] for start in range(0, len(data), step)]
-
-    def deflate(index: int) -> bytes:
-        compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS, 9, zlib.Z_RLE)
-        last = index == len(pieces) - 1
-        return compressor.compress(pieces[index]) + compressor.flush(
-            zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
-
-    deflated = map_in_threads(deflate, range(len(pieces)))
-    checksum = struct.pack(">I", zlib.adler32(data))
-    return b"".join((_ZLIB_HEADER, *deflated, checksum))
+def _adler32_combine(first: int, second: int, second_length: int) -> int:
+    """The Adler-32 of two pieces of data from theirs (zlib's adler32_combine)."""
+    base = 65521
+    low = (first & 0xFFFF) + (second & 0xFFFF) - 1
+    high = (first >> 16) + (second >> 16) + second_length * (first & 0xFFFF) - second_length
+    return (high % base) << 16 | low % base
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:

@@ -76,3 +76,15 @@ def test_a_photo_costs_about_the_bytes_of_pillows_fastest_png():
 def test_modes_it_does_not_write_are_refused():
     with pytest.raises(ValueError, match="cannot write"):
         png.encode(Image.new("P", (2, 2)))
+
+
+@pytest.mark.parametrize("visible_rows", [(0, 0), (600, 700), (699, 700), (0, 1), (0, 700)])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_cut_outs_round_trip_wherever_the_subject_lies(visible_rows, threads):
+    """Pieces are cut by the work of their pixels: uneven, never empty."""
+    pixels = np.zeros((700, 517, 4), np.uint8)
+    first, end = visible_rows
+    pixels[first:end] = np.random.default_rng(3).integers(1, 256, (end - first, 517, 4), np.uint8)
+    data = png.encode(Image.fromarray(pixels, "RGBA"), threads=threads)
+    assert np.array_equal(decoded(data), pixels)
+    assert len(zlib.decompress(chunks(data)[1][1])) == 700 * (517 * 4 + 1)
