@@ -24,12 +24,15 @@ the end, and its minor page faults per request (/proc/PID/stat).
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from PIL import Image
 
 from bench import photos
 from bench.bare import BareSession
@@ -185,12 +188,31 @@ def main(argv=None) -> int:
         print(f"- {name}: {checkout}, {env or 'make run env'}")
     if defaults and len(bare_of) > 1:
         print("- vs bare ORT defaults: each variant against the bare session on its own model file")
-    differing = sorted(photo for photo, by_variant in answers.items()
-                       if len(set(by_variant.values())) > 1)
-    same = "the same bytes from every variant" if not differing else "DIFFER for " + ", ".join(differing)
-    print(f"- answers: {same}" + (" (expected: the variants serve different model files)"
-                                 if differing and len(set(models_served.values())) > 1 else ""))
+    print(f"- answers: {_compared(answers)}" + (
+        " (expected: the variants serve different model files)"
+        if len(set(models_served.values())) > 1 else ""))
     return 0
+
+
+def _compared(answers: dict[str, dict[str, bytes]]) -> str:
+    """Whether every variant answered each photo alike: the same bytes, or
+    (an encoder change) other bytes of the same pixels."""
+    other_bytes = [photo for photo, by_variant in answers.items()
+                   if len(set(by_variant.values())) > 1]
+    differing = sorted(photo for photo in other_bytes
+                       if len({_pixels(answer) for answer in answers[photo].values()}) > 1)
+    if differing:
+        return "DIFFER for " + ", ".join(differing)
+    if other_bytes:
+        return "the same pixels from every variant (other PNG bytes for " + ", ".join(
+            sorted(other_bytes)) + ")"
+    return "the same bytes from every variant"
+
+
+def _pixels(png_bytes: bytes) -> tuple[str, tuple[int, int], bytes]:
+    with Image.open(io.BytesIO(png_bytes)) as image:
+        image.load()
+        return image.mode, image.size, image.tobytes()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""bench.ab runs each variant from its own checkout, not from this one."""
+"""bench.ab runs each variant from its own checkout, and compares what they answer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
+
 from bench import ab
+from isnet_wsgi import png
 
 
 def test_a_variant_is_started_in_its_checkout_with_its_own_config(tmp_path):
@@ -13,3 +16,14 @@ def test_a_variant_is_started_in_its_checkout_with_its_own_config(tmp_path):
     server = ab.service(checkout, Path("model.onnx"), {}, tmp_path)
     assert server.cwd == checkout
     assert server.command[server.command.index("-c") + 1] == str(checkout / "gunicorn.conf.py")
+
+
+def test_answers_are_compared_by_pixels_when_their_bytes_differ():
+    image = Image.new("RGBA", (600, 500), (10, 20, 30, 255))
+    one, other = png.encode(image, threads=1), png.encode(image, threads=2)
+    assert one != other
+    assert ab._compared({"a.png": {"x": one, "y": one}}) == "the same bytes from every variant"
+    assert ab._compared({"a.png": {"x": one, "y": other}}) == (
+        "the same pixels from every variant (other PNG bytes for a.png)")
+    changed = png.encode(Image.new("RGBA", (600, 500), (10, 20, 31, 255)))
+    assert ab._compared({"a.png": {"x": one, "y": changed}}) == "DIFFER for a.png"
