@@ -67,6 +67,8 @@ class Config:
     iobinding: bool = False
     graph_optimization: str = "all"    # all | extended | basic | none
     disabled_optimizers: tuple[str, ...] = ()  # onnxruntime graph transformers to skip
+    # onnxruntime session config entries on top ("session.dynamic_block_base", "4").
+    session_entries: tuple[tuple[str, str], ...] = ()
     # Process start-up.
     env: dict = dataclasses.field(default_factory=dict)
     allocator: str | None = None       # jemalloc | mimalloc, via LD_PRELOAD
@@ -100,6 +102,7 @@ class Config:
             parts += ["iobinding"] * self.iobinding
             parts += [f"opt={self.graph_optimization}"] * (self.graph_optimization != "all")
             parts += [f"no-{name}" for name in self.disabled_optimizers]
+            parts += [f"{key}={value}" for key, value in self.session_entries]
         parts += [f"{key}={value}" for key, value in self.env.items()]
         parts += [f"LD_PRELOAD={self.allocator}"] * bool(self.allocator)
         return " ".join(parts)
@@ -114,7 +117,8 @@ class Config:
             ("ORT defaults", self.ort_defaults), ("OrtArenaCfg", self.arena_cfg),
             ("prepacking off", not self.prepacking),
             ("spinning off", not self.allow_spinning),
-            ("IOBinding", self.iobinding), ("graph level", self.graph_optimization != "all"))
+            ("IOBinding", self.iobinding), ("graph level", self.graph_optimization != "all"),
+            ("session entries", bool(self.session_entries)))
             if value]
         if unsupported:
             raise ValueError(f"{self.name}: the service has no setting for {', '.join(unsupported)}")

@@ -51,6 +51,8 @@ def session_options(config: Config) -> ort.SessionOptions:
     options.graph_optimization_level = _OPT_LEVELS[config.graph_optimization]
     if not config.allow_spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in config.session_entries:
+        options.add_session_config_entry(key, value)
     if not config.prepacking:
         options.add_session_config_entry("session.disable_prepacking", "1")
     if config.arena_cfg is not None:
