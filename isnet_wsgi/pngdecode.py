@@ -28,6 +28,7 @@ import zlib
 
 from PIL import Image
 
+from .parallel import submit
 from .png import SIGNATURE
 
 # Samples per pixel of each PNG colour type (grey, RGB, palette, grey+alpha, RGBA).
@@ -62,9 +63,7 @@ def load(data: bytes) -> Image.Image | None:
     pieces: queue.Queue = queue.Queue(maxsize=_PIECES_AHEAD)
     reading = threading.Event()
     reading.set()
-    inflater = threading.Thread(target=_inflate_into, args=(layout, data, pieces, reading),
-                                name="png-inflate", daemon=True)
-    inflater.start()
+    inflater = submit(_inflate_into, layout, data, pieces, reading)
     try:
         image = Image.open(_PieceStream(data[:layout.pixels_start], pieces), formats=["PNG"])
         image.load()
@@ -76,7 +75,7 @@ def load(data: bytes) -> Image.Image | None:
         return None
     finally:
         reading.clear()
-        inflater.join()
+        inflater.result()  # it stops within a poll once reading is clear
 
 
 class _Layout:

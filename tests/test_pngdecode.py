@@ -1,4 +1,4 @@
-"""The pipelined PNG decode: Pillow's own pixels and info, or None and no thread left."""
+"""The pipelined PNG decode: Pillow's own pixels and info, or None and no work left running."""
 
 import io
 import struct
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from isnet_wsgi import imaging, pngdecode
+from isnet_wsgi import imaging, parallel, pngdecode
 from tests.helpers import encode_image, open_image, photo_bytes
 
 
@@ -44,16 +44,25 @@ def pillow_alone(data: bytes) -> Image.Image:
     return open_image(data)
 
 
-def assert_same_image(data: bytes) -> None:
+def loaded_leaving_no_work(data: bytes) -> Image.Image | None:
+    """pngdecode.load, checking its inflater has stopped when it returns: an
+    inflater still at work would hold its helper, and the next would need another."""
+    parallel.submit(int).result()  # the helpers, started and idle
     threads_before = threading.active_count()
-    pipelined = pngdecode.load(data)
+    loaded = pngdecode.load(data)
+    parallel.submit(int).result()
+    assert threading.active_count() == threads_before
+    return loaded
+
+
+def assert_same_image(data: bytes) -> None:
+    pipelined = loaded_leaving_no_work(data)
     assert pipelined is not None, "took Pillow alone"
     expected = pillow_alone(data)
     assert (pipelined.format, pipelined.mode, pipelined.size) == (
         expected.format, expected.mode, expected.size)
     assert pipelined.tobytes() == expected.tobytes()
     assert pipelined.info == expected.info
-    assert threading.active_count() == threads_before
 
 
 def gradient(mode: str, size=(900, 700)) -> Image.Image:
@@ -134,9 +143,7 @@ BROKEN = ["interlaced", "small", "truncated pixel data", "the last IDAT chunks m
 
 @pytest.mark.parametrize("kind", BROKEN)
 def test_what_it_cannot_decode_exactly_is_left_to_pillow(kind):
-    threads_before = threading.active_count()
-    assert pngdecode.load(broken(kind)) is None
-    assert threading.active_count() == threads_before
+    assert loaded_leaving_no_work(broken(kind)) is None
 
 
 def decoded_or_error(decode, data: bytes):
@@ -175,8 +182,6 @@ def test_a_reader_that_stops_early_stops_the_inflater():
     rows = bytearray(noise_rows(width, height, width * 3))
     rows[0] = 9  # Pillow stops at the first row, with megabytes still to inflate
     data = png_of((width, height, 8, 2, 0), bytes(rows))
-    threads_before = threading.active_count()
-    assert pngdecode.load(data) is None
-    assert threading.active_count() == threads_before
+    assert loaded_leaving_no_work(data) is None
     with pytest.raises(OSError):
         Image.open(io.BytesIO(data)).load()
