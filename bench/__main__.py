@@ -22,7 +22,7 @@ from models import reference
 
 SECTIONS = ("frontier", "stages", "side-by-side", "overhead")
 # (frontier runs per point, -, side-by-side rounds, overhead rounds)
-FULL = (6, 1, 3, 2)
+FULL = (6, 1, 3, 4)
 QUICK = (4, 1, 1, 1)
 
 
