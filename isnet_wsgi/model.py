@@ -38,6 +38,9 @@ class InferenceTimeout(RuntimeError):
     """A run was stopped because it passed its deadline."""
 
 
+# glibc heaps per worker: the main thread's, and one every other thread shares
+# (isnet_wsgi.memory.limit_arenas).
+MALLOC_ARENAS = 2
 # A flat model output (max == min) must not divide by zero.
 _MASK_EPSILON = 1e-6
 # rembg's preprocessing, which the model is calibrated on and the fidelity
@@ -244,6 +247,8 @@ class Segmenter:
         if self._session is not None:
             return
         memory.set_mmap_threshold(self.options.mmap_threshold_kb * 1024)
+        # Before onnxruntime's and the helpers' threads first allocate.
+        memory.limit_arenas(MALLOC_ARENAS)
         started = time.perf_counter()
         try:
             model_bytes = self._model_file.verified_bytes()

@@ -77,6 +77,42 @@ def test_a_kept_heap_serves_the_same_buffer_again_without_page_faults():
     assert not memory.keep_heap(0)
 
 
+# A child whose six threads each allocate while all are alive, optionally
+# after limit_arenas(2); glibc's malloc_stats() then lists one "Arena N:" per heap.
+_ARENAS_CHILD = """
+import ctypes, sys, threading
+from isnet_wsgi import memory
+if sys.argv[1] == "limit":
+    assert memory.limit_arenas(2)
+together = threading.Barrier(7)
+def allocate():
+    held = bytearray(64 * 1024)  # from the thread's arena: below the mmap threshold
+    together.wait()
+    together.wait()
+threads = [threading.Thread(target=allocate) for _ in range(6)]
+for thread in threads:
+    thread.start()
+together.wait()
+ctypes.CDLL("libc.so.6").malloc_stats()
+together.wait()
+for thread in threads:
+    thread.join()
+"""
+
+
+def _arenas(mode: str) -> int:
+    done = subprocess.run([sys.executable, "-c", _ARENAS_CHILD, mode], capture_output=True,
+                          text=True, timeout=60, check=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return sum(line.startswith("Arena ") for line in done.stderr.splitlines())
+
+
+def test_threads_share_two_heaps_once_the_arenas_are_limited():
+    assert _arenas("free") >= 4  # glibc's default: a heap for most threads
+    assert _arenas("limit") == 2
+    assert not memory.limit_arenas(0)
+
+
 def fake_cgroup_tree(tmp_path, monkeypatch, proc_lines: str, files: dict[str, str]):
     """A /proc/self/cgroup and a /sys/fs/cgroup tree with the given files."""
     for relative, text in files.items():
