@@ -1,14 +1,12 @@
 """Pillow's resize in bands, one per core, to Pillow's own pixels.
 
-Pillow resizes in two passes, horizontal and vertical, and an image that
-already has the target's width or height needs only one (an upload no
-larger than the model's input, and the mask brought back to it). A
-horizontal pass treats each row alone and a vertical one each column, so
-cut across the pass (rows for a horizontal pass, columns for a vertical
-one) the bands are resized exactly as the whole image is, and Pillow
-releases the GIL while it resamples. Images that need both passes are
-resized whole: a band of the second pass would need the first's rows
-beyond it.
+Pillow resizes in two passes, horizontal and vertical, each into an 8-bit
+image, and skips a pass the sizes do not need. A horizontal pass treats
+each row alone and a vertical one each column, so cut across the pass (rows
+for a horizontal pass, columns for a vertical one) the bands are resized
+exactly as the whole image is, and Pillow releases the GIL while it
+resamples. An image that needs both passes gets them one after the other,
+in the order Pillow itself takes, each cut across.
 """
 
 from __future__ import annotations
@@ -18,6 +16,11 @@ from PIL import Image
 from .parallel import map_in_threads
 
 Band = tuple[tuple[int, int], Image.Image]  # (left, top) in the result, and its pixels
+# Modes Pillow resamples as they are; both passes can then be taken apart.
+_AS_IS = ("L", "RGB")
+# ...and RGBA, which it premultiplies pixel by pixel around the two passes:
+# a band is premultiplied as the whole image is, but the passes stay together.
+_BY_PIXEL = _AS_IS + ("RGBA",)
 
 
 def resized_bands(image: Image.Image, size: tuple[int, int], resample: Image.Resampling,
@@ -27,8 +30,14 @@ def resized_bands(image: Image.Image, size: tuple[int, int], resample: Image.Res
         return [((0, 0), image)]
     width, height = size
     source_width, source_height = image.size
-    if threads < 2 or (source_width != width and source_height != height):
+    both_passes = source_width != width and source_height != height
+    if threads < 2 or image.mode not in (_AS_IS if both_passes else _BY_PIXEL):
         return [((0, 0), image.resize(size, resample))]
+    if both_passes:
+        between = (width, source_height) if _horizontal_first(image.size, size) else (
+            source_width, height)
+        image = resized(image, between, resample, threads)
+        source_width, source_height = between
     # One pass: cut across it, rows for the horizontal pass, columns for the vertical.
     across_rows = source_height == height
     length = height if across_rows else width
@@ -56,3 +65,11 @@ def resized(image: Image.Image, size: tuple[int, int], resample: Image.Resamplin
     for corner, band in bands:
         result.paste(band, corner)
     return result
+
+
+def _horizontal_first(source_size: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether Pillow resamples rows before columns (ImagingResampleInner,
+    Pillow 13): unless the height shrinks by more than twice what the width does."""
+    (source_width, source_height), (width, height) = source_size, size
+    shrink = source_height - height
+    return not (shrink > 0 and shrink > (source_width - width) * 2)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from isnet_wsgi import resize
 from isnet_wsgi.resize import resized, resized_bands
 from tests.helpers import open_image, photo_bytes
 
@@ -19,8 +20,10 @@ SHAPES = [
     ((683, 1024), (1024, 1024)),   # as tall: the horizontal pass alone
     ((1024, 1024), (1024, 683)),   # the mask brought back to a landscape photo
     ((1024, 1024), (893, 1024)),
-    ((600, 400), (1024, 1024)),    # both passes: resized whole
-    ((37, 1), (37, 5)), ((1, 9), (4, 9)),
+    ((600, 400), (1024, 1024)),    # both passes, rows first (as Pillow takes them)
+    ((1024, 1024), (512, 480)),    # the mask back to a small upload
+    ((900, 1000), (880, 300)),     # the height shrinks most: columns first
+    ((37, 1), (37, 5)), ((1, 9), (4, 9)), ((5, 3), (2, 7)),
 ]
 
 
@@ -43,9 +46,17 @@ def test_the_bands_tile_the_result(source_size, size):
     for (left, top), band in bands:
         covered[top:top + band.height, left:left + band.width] += 1
     assert (covered == 1).all()
-    one_pass = source_size[0] == size[0] or source_size[1] == size[1]
-    assert len(bands) == (min(3, size[1] if source_size[1] == size[1] else size[0])
-                          if one_pass else 1)
+    # The last pass is cut across: rows for a horizontal one, columns for a vertical one.
+    last_horizontal = source_size[1] == size[1] or (
+        source_size[0] != size[0] and not resize._horizontal_first(source_size, size))
+    assert len(bands) == min(3, size[1] if last_horizontal else size[0])
+
+
+def test_rgba_in_both_passes_is_resized_whole():
+    """Pillow premultiplies RGBA around both passes at once: they stay together."""
+    image = photo("RGBA", (600, 400))
+    assert len(resized_bands(image, (1024, 1024), Image.Resampling.LANCZOS, 2)) == 1
+    assert len(resized_bands(image, (1024, 400), Image.Resampling.LANCZOS, 2)) == 2
 
 
 def test_one_thread_or_the_same_size_is_one_band():
