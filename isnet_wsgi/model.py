@@ -27,7 +27,7 @@ from PIL import Image
 
 from . import memory
 from .parallel import map_in_threads
-from .resize import resized, resized_bands
+from .resize import Band, resized, resized_bands
 from .config import Settings
 from .modelfile import ModelError, ModelFile, read_manifest
 
@@ -110,7 +110,7 @@ class ModelInput:
         width, height = self.size_px
         tensor = np.empty((1, 3, height, width), np.float32 if lookup is None else np.uint8)
 
-        def fill(corner_and_band: tuple[tuple[int, int], Image.Image]) -> None:
+        def fill(corner_and_band: Band) -> None:
             (left, top), band = corner_and_band
             part = tensor[0, :, top:top + band.height, left:left + band.width]
             if lookup is not None:
