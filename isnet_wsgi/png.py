@@ -32,7 +32,7 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Image mode -> PNG colour type (greyscale, truecolour, truecolour with alpha).
 COLOUR_TYPES = {"L": 0, "RGB": 2, "RGBA": 6}
 # zlib header: deflate with a 32 KiB window, "fastest" level; a multiple of 31.
-_ZLIB_HEADER = b"\x78\x01"
+ZLIB_HEADER = b"\x78\x01"
 _FILTER_NONE, _FILTER_UP = 0, 2
 # Below this, one thread: starting another costs more than it saves.
 _MIN_PIECE_BYTES = 256 * 1024
@@ -62,10 +62,10 @@ def encode(image: Image.Image, *, threads: int = 1) -> bytes:
     checksum = pieces[0][1]
     for _, adler, length in pieces[1:]:
         checksum = _adler32_combine(checksum, adler, length)
-    stream = b"".join((_ZLIB_HEADER, *(deflated for deflated, _, _ in pieces),
+    stream = b"".join((ZLIB_HEADER, *(deflated for deflated, _, _ in pieces),
                        struct.pack(">I", checksum)))
-    return b"".join((SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", stream),
-                     _chunk(b"IEND", b"")))
+    return b"".join((SIGNATURE, chunk(b"IHDR", header), chunk(b"IDAT", stream),
+                     chunk(b"IEND", b"")))
 
 
 def _row_spans(rows: np.ndarray, mode: str, threads: int) -> list[tuple[int, int]]:
@@ -114,6 +114,7 @@ def _adler32_combine(first: int, second: int, second_length: int) -> int:
     return (high % base) << 16 | low % base
 
 
-def _chunk(kind: bytes, payload: bytes) -> bytes:
+def chunk(kind: bytes, payload: bytes) -> bytes:
+    """A PNG chunk: length, type, payload and the CRC of type and payload."""
     crc = zlib.crc32(payload, zlib.crc32(kind))
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)

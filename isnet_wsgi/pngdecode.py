@@ -29,7 +29,7 @@ import zlib
 from PIL import Image
 
 from .parallel import submit
-from .png import SIGNATURE
+from .png import SIGNATURE, ZLIB_HEADER, chunk
 
 # Samples per pixel of each PNG colour type (grey, RGB, palette, grey+alpha, RGBA).
 _SAMPLES_PER_PIXEL = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -44,8 +44,6 @@ _MIN_PIXEL_DATA_BYTES = 2 * _PIECE_BYTES
 # re-wrapped (inflated, joined, wrapped: three copies) and two held by the reader.
 BUFFER_BYTES = (_PIECES_AHEAD + 5) * _PIECE_BYTES
 _STORED_BLOCK_MAX_BYTES = 65535
-# zlib header: deflate, 32 KiB window; a multiple of 31 as zlib requires.
-_ZLIB_HEADER = b"\x78\x01"
 # Seconds between checks, while a piece waits for room, that Pillow is still reading.
 _HAND_OVER_POLL_S = 0.05
 
@@ -183,7 +181,7 @@ class _StoredStream:
         self.adler = zlib.adler32(b"")
 
     def idat_chunk(self, inflated: bytes, *, last: bool) -> bytes:
-        parts = [] if self.started else [_ZLIB_HEADER]
+        parts = [] if self.started else [ZLIB_HEADER]
         self.started = True
         self.adler = zlib.adler32(inflated, self.adler)
         view = memoryview(inflated)
@@ -193,10 +191,7 @@ class _StoredStream:
             parts += [struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF), block]
         if last:
             parts.append(struct.pack(">I", self.adler))
-        payload = b"".join(parts)
-        crc = zlib.crc32(payload, zlib.crc32(b"IDAT"))
-        return b"".join((struct.pack(">I", len(payload)), b"IDAT", payload,
-                         struct.pack(">I", crc)))
+        return chunk(b"IDAT", b"".join(parts))
 
 
 class _PieceStream(io.RawIOBase):

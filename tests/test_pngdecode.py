@@ -10,12 +10,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from isnet_wsgi import imaging, parallel, pngdecode
+from isnet_wsgi.png import chunk
 from tests.helpers import encode_image, open_image, photo_bytes
-
-
-def chunk(kind: bytes, payload: bytes) -> bytes:
-    return (struct.pack(">I", len(payload)) + kind + payload
-            + struct.pack(">I", zlib.crc32(payload, zlib.crc32(kind))))
 
 
 def png_of(header: tuple[int, int, int, int, int], raw: bytes, *,
