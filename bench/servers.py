@@ -13,6 +13,7 @@ import os
 import subprocess
 import time
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import procfs
@@ -32,6 +33,16 @@ MAKE_RUN_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "13
                 "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "ORT_DISABLE_TELEMETRY": "1"}
 START_TIMEOUT_S = 120
 REQUEST_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One background-removal request, built before the clock starts: a
+    client has its body ready before it sends it, so only the exchange is timed."""
+
+    path: str
+    body: bytes
+    content_type: str
 
 
 class Server:
@@ -87,8 +98,19 @@ class Server:
         finally:
             connection.close()
 
-    def remove_background(self, filename: str, data: bytes) -> bytes:
+    def removal(self, filename: str, data: bytes) -> Removal:
         raise NotImplementedError
+
+    def send(self, removal: Removal) -> bytes:
+        """The answer's body; a status other than 200 raises."""
+        status, answer = self.request("POST", removal.path, removal.body,
+                                      {"Content-Type": removal.content_type})
+        if status != 200:
+            raise RuntimeError(f"{self.name} answered {status}: {answer[:200]!r}")
+        return answer
+
+    def remove_background(self, filename: str, data: bytes) -> bytes:
+        return self.send(self.removal(filename, data))
 
     @property
     def pid(self) -> int:
@@ -130,13 +152,8 @@ class OurService(Server):
         command = [str(GUNICORN), "-c", "gunicorn.conf.py", "--bind", f"{HOST}:{port}"]
         return cls(command, env, log_dir / f"isnet-wsgi-{port}.log", port)
 
-    def remove_background(self, filename: str, data: bytes) -> bytes:
-        body, content_type = multipart_body(data, filename)
-        status, answer = self.request("POST", "/api/bg/remove", body,
-                                      {"Content-Type": content_type})
-        if status != 200:
-            raise RuntimeError(f"{self.name} answered {status}: {answer[:200]!r}")
-        return answer
+    def removal(self, filename: str, data: bytes) -> Removal:
+        return Removal("/api/bg/remove", *multipart_body(data, filename))
 
     def worker_pids(self) -> list[int]:
         return procfs.children(self.pid)
@@ -167,14 +184,10 @@ class Rembg(Server):
         server.model_path = model_path
         return server
 
-    def remove_background(self, filename: str, data: bytes) -> bytes:
-        body, content_type = multipart_body(data, filename, {"model": "dis_custom"})
+    def removal(self, filename: str, data: bytes) -> Removal:
         extras = urllib.parse.quote(json.dumps({"model_path": str(self.model_path)}))
-        status, answer = self.request("POST", f"/api/remove?extras={extras}", body,
-                                      {"Content-Type": content_type})
-        if status != 200:
-            raise RuntimeError(f"{self.name} answered {status}: {answer[:200]!r}")
-        return answer
+        return Removal(f"/api/remove?extras={extras}",
+                       *multipart_body(data, filename, {"model": "dis_custom"}))
 
 
 def rembg_installed() -> bool:

@@ -54,9 +54,9 @@ def _alternate(servers, uploads, rounds: int, log) -> tuple[dict, dict]:
     for round_index in range(rounds):
         for filename, data in uploads:
             for server in (servers[::-1] if flip else servers):
-                fresh = photos.unique(data)
+                removal = server.removal(filename, photos.unique(data))
                 started = time.perf_counter()
-                cutouts[server.name][filename] = server.remove_background(filename, fresh)
+                cutouts[server.name][filename] = server.send(removal)
                 seconds[server.name].append(time.perf_counter() - started)
             flip = not flip
         log(f"  round {round_index + 1}: " + ", ".join(
@@ -70,8 +70,9 @@ def _concurrent(server, uploads, log) -> dict:
         seconds = []
         for index in range(len(uploads)):
             filename, data = uploads[(offset + index) % len(uploads)]
+            removal = server.removal(filename, photos.unique(data))
             started = time.perf_counter()
-            server.remove_background(filename, photos.unique(data))
+            server.send(removal)
             seconds.append(time.perf_counter() - started)
         return seconds
 
