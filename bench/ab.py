@@ -174,14 +174,19 @@ def main(argv=None) -> int:
                     for name, file in models_served.items()} if args.bare else {}
     print(f"model {model.name}, {args.rounds} rounds x {len(uploads)} photos, "
           f"load average (1 min) {min(loads):.2f}-{max(loads):.2f}")
-    print("| variant | median s | p95 s | vs first |" + (" vs bare ORT defaults |" if defaults else "")
+    first = seconds[variants[0][0]]
+    print("| variant | median s | p95 s | vs first (paired) |"
+          + (" vs bare ORT defaults (paired) |" if defaults else "")
           + " worker VmHWM MB after 1st / at end | minor faults per request |")
     print("|---" * (6 + bool(defaults)) + "|")
     for label, values in seconds.items():
         median = statistics.median(values)
-        row = f"| {label} | {median:.3f} | {percentile(values, 95):.3f} | {median / reference:.3f}x |"
+        row = (f"| {label} | {median:.3f} | {percentile(values, 95):.3f} |"
+               f" {median / reference:.3f}x ({paired_ratio(values, first):.3f}x) |")
         if defaults:
-            row += f" {median / own_defaults.get(label, defaults):.3f}x |"
+            own = bare_of.get(models_served.get(label), "bare-ort-defaults")
+            row += (f" {median / own_defaults.get(label, defaults):.3f}x"
+                    f" ({paired_ratio(values, seconds[own]):.3f}x) |")
         if label in faults:
             row += (f" {first_hwm[label]:.1f} / {end_hwm[label]:.1f} |"
                     f" {statistics.median(faults[label]):.0f} |")
@@ -192,10 +197,17 @@ def main(argv=None) -> int:
         print(f"- {name}: {checkout}, {env or 'make run env'}")
     if defaults and len(bare_of) > 1:
         print("- vs bare ORT defaults: each variant against the bare session on its own model file")
+    print("- paired: the median of the ratios of the same photo in the same round, "
+          "steadier than the ratio of medians while the machine's load moves")
     print(f"- answers: {_compared(answers)}" + (
         " (expected: the variants serve different model files)"
         if len(set(models_served.values())) > 1 else ""))
     return 0
+
+
+def paired_ratio(values: list[float], reference: list[float]) -> float:
+    """The median of values[i] / reference[i]: each the same photo, in the same round."""
+    return statistics.median(value / base for value, base in zip(values, reference, strict=True))
 
 
 def _compared(answers: dict[str, dict[str, bytes]]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from bench import ab
@@ -27,3 +28,13 @@ def test_answers_are_compared_by_pixels_when_their_bytes_differ():
         "the same pixels from every variant (other PNG bytes for a.png)")
     changed = png.encode(Image.new("RGBA", (600, 500), (10, 20, 31, 255)))
     assert ab._compared({"a.png": {"x": one, "y": changed}}) == "DIFFER for a.png"
+
+
+def test_the_paired_ratio_compares_each_photo_with_itself():
+    # Two photos, two rounds: the variant is 10% slower on every one of them,
+    # while the photos themselves differ threefold.
+    reference = [0.5, 1.5, 0.5, 1.5]
+    variant = [0.55, 1.65, 0.55, 1.65]
+    assert ab.paired_ratio(variant, reference) == pytest.approx(1.1)
+    with pytest.raises(ValueError):
+        ab.paired_ratio(variant, reference[:3])  # runs that do not pair up
