@@ -136,7 +136,7 @@ class Config:
 def from_settings(settings, environ: dict[str, str]) -> Config:
     """The point the service runs at with these isnet_wsgi.config.Settings,
     started with this environment (`make run`'s exports included)."""
-    from isnet_wsgi import memory  # noqa: PLC0415
+    from isnet_wsgi import cgroup  # noqa: PLC0415
     from isnet_wsgi.model import arena_mb  # noqa: PLC0415 (imports onnxruntime)
     from isnet_wsgi.session import DISABLED_OPTIMIZERS  # noqa: PLC0415
 
@@ -146,7 +146,7 @@ def from_settings(settings, environ: dict[str, str]) -> Config:
         env["MALLOC_MMAP_THRESHOLD_"] = str(settings.malloc_mmap_threshold_kb * 1024)
     return Config("service-settings", "the service's current settings",
                   cpu_arena=settings.ort_cpu_arena, memory_pattern=settings.ort_memory_pattern,
-                  arena_mb=arena_mb(settings, memory.cgroup_memory_limit_mb()),
+                  arena_mb=arena_mb(settings, cgroup.memory_limit_mb()),
                   intra_op_threads=settings.intra_op_threads, env=env,
                   spin_stop=True,  # the service always sets these two (model.py)
                   disabled_optimizers=tuple(DISABLED_OPTIMIZERS))

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import __version__, imaging, memory
+from . import __version__, cgroup, imaging, memory
 from .cache import ResultCache, digest
 from .config import Settings
 from .http import (BadRequest, HTTPError, PayloadTooLarge, Request, Response,
@@ -89,7 +89,7 @@ class BackgroundAPI:
                 "peak_rss_mb": memory.peak_rss_mb(),
                 "limit_mb": settings.memory_limit_mb,
                 # The container's (cgroup's) memory limit; None when there is none.
-                "cgroup_limit_mb": memory.cgroup_memory_limit_mb(),
+                "cgroup_limit_mb": cgroup.memory_limit_mb(),
                 "model_loaded": self.segmenter.loaded,
                 # onnxruntime's arena kept between requests, MiB; 0 when none.
                 "arena_mb": self.segmenter.options.arena_mb,

@@ -15,6 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from . import cgroup
 from .numerals import parse_boolean, parse_decimal_number, parse_whole_number
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,9 +29,20 @@ class ConfigError(RuntimeError):
 
 
 def _default_threads() -> int:
-    # NOTE: the CPUs this process may run on, not the host's: a container
-    # limited by cpuset reports the right number here.
-    return max(1, len(os.sched_getaffinity(0)))
+    """The CPUs this process may run on, not the host's, and no more than its
+    cgroup's CPU quota: whole CPUs, at least one.
+
+    NOTE: a container limited by cpuset reports the right number in
+    sched_getaffinity; one limited by a quota (docker --cpus, a Kubernetes
+    limit) still sees every CPU of the host. Under a quota of one CPU on two,
+    two intra-op threads ran a 1024-px inference in 1.18-1.20 s, one thread
+    in 1.03-1.07 s; on a host of 32 CPUs the service would start 32.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    quota = cgroup.cpu_limit()
+    if quota is not None:
+        cpus = min(cpus, int(quota))
+    return max(1, cpus)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +126,7 @@ class Settings:
                                meaning="the model; its manifest is the same path with .json")
     intra_op_threads: int = setting(env="INTRA_OP_THREADS", low=1, high=256,
                                     default_factory=_default_threads,
-                                    default_text="CPUs available",
+                                    default_text="CPUs available (at most the CPU quota)",
                                     meaning="onnxruntime's threads for one inference")
     ort_cpu_arena: bool = setting(False, env="ORT_CPU_ARENA",
                                   meaning="onnxruntime's CPU memory arena")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import memory
+from . import cgroup, memory
 from .parallel import map_in_threads
 from .resize import Band, resized, resized_bands
 from .config import Settings
@@ -229,7 +229,7 @@ class Segmenter:
     @classmethod
     def from_settings(cls, settings: Settings) -> "Segmenter":
         """The model and session options the settings name (verified, not started)."""
-        arena = arena_mb(settings, memory.cgroup_memory_limit_mb())
+        arena = arena_mb(settings, cgroup.memory_limit_mb())
         return cls.load(settings.model_path, settings.manifest_path, SessionOptions(
             intra_op_threads=settings.intra_op_threads,
             cpu_arena=settings.ort_cpu_arena,

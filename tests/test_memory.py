@@ -111,39 +111,3 @@ def test_threads_share_two_heaps_once_the_arenas_are_limited():
     assert _arenas("free") >= 4  # glibc's default: a heap for most threads
     assert _arenas("limit") == 2
     assert not memory.limit_arenas(0)
-
-
-def fake_cgroup_tree(tmp_path, monkeypatch, proc_lines: str, files: dict[str, str]):
-    """A /proc/self/cgroup and a /sys/fs/cgroup tree with the given files."""
-    for relative, text in files.items():
-        path = tmp_path / "sys" / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    monkeypatch.setattr(memory, "_CGROUP_V1_MEMORY", str(tmp_path / "sys" / "memory"))
-    monkeypatch.setattr(memory, "_CGROUP_V2_ROOTS", (str(tmp_path / "sys" / "unified"),))
-    proc = tmp_path / "cgroup"
-    proc.write_text(proc_lines)
-    return str(proc)
-
-
-def test_cgroup_v1_limit_is_the_smallest_on_the_way_up(tmp_path, monkeypatch):
-    proc = fake_cgroup_tree(tmp_path, monkeypatch, "4:memory:/box/service\n0::/\n", {
-        "memory/memory.limit_in_bytes": "9223372036854771712\n",  # the root: no limit
-        "memory/box/memory.limit_in_bytes": str(512 * 2**20),
-        "memory/box/service/memory.limit_in_bytes": str(256 * 2**20),
-    })
-    assert memory.cgroup_memory_limit_mb(proc) == 256.0
-    (tmp_path / "sys/memory/box/memory.limit_in_bytes").write_text(str(200 * 2**20))
-    assert memory.cgroup_memory_limit_mb(proc) == 200.0
-
-
-def test_cgroup_v2_max_and_no_limit(tmp_path, monkeypatch):
-    proc = fake_cgroup_tree(tmp_path, monkeypatch, "0::/app\n", {
-        "unified/app/memory.max": "max\n"})
-    assert memory.cgroup_memory_limit_mb(proc) is None
-    (tmp_path / "sys/unified/app/memory.max").write_text(f"{300 * 2**20}\n")
-    assert memory.cgroup_memory_limit_mb(proc) == 300.0
-
-
-def test_no_cgroup_file_means_no_limit(tmp_path):
-    assert memory.cgroup_memory_limit_mb(str(tmp_path / "missing")) is None

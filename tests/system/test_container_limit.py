@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import encode_image, open_image, photo_bytes
+from tests.system import cgroups
 from tests.system.server import running_gunicorn
 from tests.system.test_decode_budget import (filename_for, large_photo_jpeg,
                                              largest_accepted_webp, make_run_env)
@@ -32,8 +33,6 @@ ARENA_MB = 192
 ARENA_BY_LIMIT_MIB = {256: 0, 512: ARENA_MB}
 CLIENTS = 4
 LOAD_SECONDS = float(os.environ.get("LOAD_SECONDS", "30"))
-_V1_MEMORY = Path("/sys/fs/cgroup/memory")
-_V2_ROOT = Path("/sys/fs/cgroup")
 
 
 class MemoryCgroup:
@@ -46,23 +45,13 @@ class MemoryCgroup:
 
     @classmethod
     def create(cls, limit_bytes: int) -> "MemoryCgroup":
-        name = f"isnet-test-{os.getpid()}"
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, own = line.split(":", 2)
-            if "memory" in controllers.split(",") and _V1_MEMORY.is_dir():
-                group = cls(_V1_MEMORY / own.lstrip("/") / name, 1, limit_bytes)
-                group.path.mkdir()
-                (group.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
-                return group
-        own = next(line.split(":", 2)[2] for line in
-                   Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
-        parent = _V2_ROOT / own.lstrip("/")
-        if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
-            (parent / "cgroup.subtree_control").write_text("+memory")
-        group = cls(parent / name, 2, limit_bytes)
-        group.path.mkdir()
-        (group.path / "memory.max").write_text(str(limit_bytes))
-        (group.path / "memory.swap.max").write_text("0")
+        path, version = cgroups.make_child("memory", f"isnet-test-{os.getpid()}")
+        group = cls(path, version, limit_bytes)
+        if version == 1:
+            (path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        else:
+            (path / "memory.max").write_text(str(limit_bytes))
+            (path / "memory.swap.max").write_text("0")
         return group
 
     def _counters(self, file_name: str) -> dict[str, int]:
@@ -83,14 +72,7 @@ class MemoryCgroup:
         return f"memory.events max {events.get('max', 0)}, high {events.get('high', 0)}"
 
     def remove(self) -> None:
-        """Move anything still inside to the parent, then remove the group."""
-        parent_procs = self.path.parent / "cgroup.procs"
-        for pid in (self.path / "cgroup.procs").read_text().split():
-            try:
-                parent_procs.write_text(pid)
-            except OSError:
-                pass  # it exited meanwhile
-        self.path.rmdir()
+        cgroups.remove(self.path)
 
 
 @pytest.fixture(params=sorted(ARENA_BY_LIMIT_MIB), ids=lambda limit: f"{limit}MiB")
@@ -120,10 +102,9 @@ def workload() -> list[tuple[str, bytes]]:
 
 def test_four_clients_in_a_small_cgroup_cause_no_oom_kill(tmp_path, limited_cgroup):
     cases = workload()
-    # sh puts itself in the group, then becomes gunicorn: the master and
-    # every worker it forks are inside before the first allocation.
-    enter = ("sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(limited_cgroup.path))
-    with running_gunicorn(tmp_path, command_prefix=enter, env=make_run_env(),
+    # The master and every worker it forks are inside before the first allocation.
+    with running_gunicorn(tmp_path, command_prefix=cgroups.enter_command(limited_cgroup.path),
+                          env=make_run_env(),
                           CACHE_MB="0") as server:
         state = server.json("/api/bg/status")
         assert state["memory"]["cgroup_limit_mb"] == limited_cgroup.limit_mib
