@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import __version__, cgroup, imaging, memory
-from .cache import ResultCache, digest
+from .cache import OffHeapBytes, ResultCache, digest
 from .config import Settings
 from .http import (BadRequest, HTTPError, PayloadTooLarge, Request, Response,
                    ServiceUnavailable, Unauthorized, UnsupportedMediaType,
@@ -53,8 +53,8 @@ class BackgroundAPI:
         self.memory_guard = memory_guard
         self.pipeline = Pipeline(settings, segmenter,
                                  observe_inference_s=monitor.inference.observe)
-        self.cache: ResultCache[Output] = ResultCache(
-            settings.cache_bytes, size_of=lambda output: len(output.body))
+        self.cache: ResultCache[_CachedOutput] = ResultCache(
+            settings.cache_bytes, size_of=lambda cached: len(cached.body))
         monitor.registry.add(CounterView(
             "isnet_cache_requests_total", "Result cache lookups, by result (hit, miss).",
             ("result",), lambda: {("hit",): self.cache.hits, ("miss",): self.cache.misses}))
@@ -155,12 +155,13 @@ class BackgroundAPI:
             # PERF: hashing the upload (up to MAX_UPLOAD_MB) only when it can pay off.
             key = (endpoint, digest(upload.file.data), cache_key_part(options),
                    digest(upload.background.data) if upload.background else "")
-            output = self.cache.get(key)
+            cached = self.cache.get(key)
+            output = cached.output() if cached is not None else None
         hit = output is not None
         if output is None:
             output = self._run(make)
             if key is not None:
-                self.cache.put(key, output)
+                self.cache.put(key, _CachedOutput.of(output))
         headers = [("Content-Disposition", attachment_header(
             output.file_name(upload.file.filename)))]
         if self.cache.enabled:
@@ -272,6 +273,24 @@ class Upload:
     file: FormFile
     values: dict[str, str]
     background: FormFile | None = None
+
+
+@dataclass(frozen=True)
+class _CachedOutput:
+    """An Output as the result cache holds it: its bytes off malloc's heap."""
+
+    body: OffHeapBytes
+    content_type: str
+    prefix: str
+    extension: str
+
+    @classmethod
+    def of(cls, output: Output) -> "_CachedOutput":
+        return cls(OffHeapBytes(output.body), output.content_type, output.prefix,
+                   output.extension)
+
+    def output(self) -> Output:
+        return Output(self.body.to_bytes(), self.content_type, self.prefix, self.extension)
 
 
 def _checked(parse, values: dict[str, str], **limits):

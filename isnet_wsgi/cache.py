@@ -1,13 +1,14 @@
 """A small in-memory LRU of encoded results, bounded in bytes.
 
-It holds the response bytes only (never a decoded image): the same bytes
-object the response sends, so a miss costs no copy, and a 1024-px PNG is
-about 1.5 MB. Per worker process, like the metrics.
+It holds the response bytes only (never a decoded image), each in a mapping
+of its own outside malloc's heap (``OffHeapBytes``); a 1024-px PNG is about
+1 MB. Per worker process, like the metrics.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import threading
 from collections import OrderedDict
 from typing import Generic, Hashable, TypeVar
@@ -17,6 +18,31 @@ Value = TypeVar("Value")
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class OffHeapBytes:
+    """Bytes kept in an anonymous mapping of their own, outside malloc's heap;
+    unmapped when the object goes.
+
+    PERF: the worker keeps a heap for requests' buffers (memory.keep_heap),
+    and a result's bytes came from it too. Held in the cache, they pinned the
+    free heap under them, since glibc gives back only what lies above the last
+    allocation. The worker's RSS between requests stayed at the request's
+    peak, and its VmHWM climbed from 231.4 MB after the first 1024-px request
+    to 246.0 MB after 48. With the cache off it stayed at 231.7 MB. A copy in
+    and a copy out cost ~0.1 ms a MB.
+    """
+
+    def __init__(self, data: bytes):
+        self._length = len(data)
+        self._mapping = mmap.mmap(-1, max(1, self._length))  # a mapping cannot be empty
+        self._mapping.write(data)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def to_bytes(self) -> bytes:
+        return self._mapping[:self._length]
 
 
 class ResultCache(Generic[Value]):

@@ -6,7 +6,7 @@ import dataclasses
 
 import webtest
 
-from isnet_wsgi.cache import ResultCache
+from isnet_wsgi.cache import OffHeapBytes, ResultCache
 from isnet_wsgi.service import Service
 from tests.helpers import encode_image, make_settings, open_image, photo_bytes
 from tests.test_api import remove
@@ -39,6 +39,12 @@ def test_replacing_a_key_counts_its_bytes_once_and_clear_reports_what_went():
     assert cache.bytes == 6
     assert cache.clear() == {"entries": 1, "bytes": 6}
     assert cache.bytes == 0 and len(cache) == 0
+
+
+def test_off_heap_bytes_give_back_what_they_were_given():
+    for data in (b"", b"x", bytes(range(256)) * 4099):
+        kept = OffHeapBytes(data)
+        assert len(kept) == len(data) and kept.to_bytes() == data
 
 
 def small_unique_photo(seed: int) -> bytes:
