@@ -20,6 +20,10 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Linux: map the pages at once, not one fault at a time.
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
 class OffHeapBytes:
     """Bytes kept in an anonymous mapping of their own, outside malloc's heap;
     unmapped when the object goes.
@@ -29,13 +33,17 @@ class OffHeapBytes:
     free heap under them, since glibc gives back only what lies above the last
     allocation. The worker's RSS between requests stayed at the request's
     peak, and its VmHWM climbed from 231.4 MB after the first 1024-px request
-    to 246.0 MB after 48. With the cache off it stayed at 231.7 MB. A copy in
-    and a copy out cost ~0.1 ms a MB.
+    to 246.0 MB after 48; off the heap it ends at 242.0 MB (the cache's own 8
+    MB included), and with the cache off it stayed at 231.7 MB. A copy in
+    and a copy out cost well under a millisecond a MB; the mapping's pages are
+    faulted in by the kernel at once (MAP_POPULATE): 0.39 ms for a 1.4 MB PNG,
+    against 0.86 ms page by page.
     """
 
     def __init__(self, data: bytes):
         self._length = len(data)
-        self._mapping = mmap.mmap(-1, max(1, self._length))  # a mapping cannot be empty
+        self._mapping = mmap.mmap(-1, max(1, self._length),  # a mapping cannot be empty
+                                  flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _POPULATE)
         self._mapping.write(data)
 
     def __len__(self) -> int:
