@@ -103,6 +103,8 @@ class BackgroundAPI:
             "cache": self.cache.stats(),
             "request_timeout_s": settings.request_timeout_s,
             "threads": settings.intra_op_threads,
+            # The container's CPU quota, in CPUs (None: none); the default threads follow it.
+            "cpu_quota": cgroup.cpu_limit(),
             "uptime_s": round(time.time() - self.monitor.started_at, 1),
             "requests_served": self.monitor.requests_served,
             "worker_starts": self.monitor.worker_starts.value,

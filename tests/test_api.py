@@ -93,7 +93,7 @@ def test_status_shows_model_limits_and_operator_facts(client, service):
     assert status["memory"]["model_loaded"] is True
     assert status["memory"]["peak_rss_mb"] >= status["memory"]["rss_mb"] > 0
     assert status["settings"]["api_key"] is None
-    for key in ("version", "threads", "uptime_s", "requests_served", "worker_pid"):
+    for key in ("version", "threads", "cpu_quota", "uptime_s", "requests_served", "worker_pid"):
         assert key in status
 
 

@@ -45,7 +45,8 @@ def test_a_one_cpu_quota_gives_one_thread(tmp_path, one_cpu_group):
     with running_gunicorn(tmp_path, command_prefix=cgroups.enter_command(one_cpu_group),
                           env=make_run_env(),
                           CACHE_MB="0") as server:
-        assert server.json("/api/bg/status")["threads"] == 1
+        status = server.json("/api/bg/status")
+        assert (status["threads"], status["cpu_quota"]) == (1, 1.0)
         assert set(server.worker_pids()) <= set(map(int, (one_cpu_group / "cgroup.procs")
                                                     .read_text().split()))
         status, _, answer = server.upload("/api/bg/remove", photo_bytes("astronaut.png"),
