@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 import uuid
 
 from tests import processes
@@ -14,12 +15,23 @@ def test_a_process_left_running_is_found_and_one_stopped_is_not(monkeypatch):
     stray = subprocess.Popen(sleeper)
     try:
         with processes.process_group(sleeper) as stopped:
-            assert set(processes.leftovers(session_id)) == {stray.pid, stopped.pid}
+            assert _found_within(session_id, {stray.pid, stopped.pid}, timeout_s=10)
         assert set(processes.leftovers(session_id)) == {stray.pid}
     finally:
         stray.kill()
         stray.wait()
     assert processes.leftovers(session_id) == {}
+
+
+def _found_within(session_id: str, pids: set[int], timeout_s: float) -> bool:
+    # NOTE: a child shows the session's variable in /proc/PID/environ only once
+    # it has exec'd; until then it shows the parent's start-up environment.
+    deadline = time.monotonic() + timeout_s
+    while set(processes.leftovers(session_id)) != pids:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_stopping_a_group_stops_the_children_its_leader_started(monkeypatch):
