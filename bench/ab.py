@@ -168,13 +168,13 @@ def main(argv=None) -> int:
                 session.close()
             for server in servers.values():
                 server.stop()
-    reference = statistics.median(seconds[variants[0][0]])
+    first = seconds[variants[0][0]]
+    reference = statistics.median(first)
     defaults = statistics.median(seconds["bare-ort-defaults"]) if args.bare else None
     own_defaults = {name: statistics.median(seconds[bare_of[file]])
                     for name, file in models_served.items()} if args.bare else {}
     print(f"model {model.name}, {args.rounds} rounds x {len(uploads)} photos, "
           f"load average (1 min) {min(loads):.2f}-{max(loads):.2f}")
-    first = seconds[variants[0][0]]
     print("| variant | median s | p95 s | vs first (paired) |"
           + (" vs bare ORT defaults (paired) |" if defaults else "")
           + " worker VmHWM MB after 1st / at end | minor faults per request |")
