@@ -148,7 +148,9 @@ class Settings:
     # PERF: a request's own buffers (decode, resize, mask, cut-out, encode:
     # ~40 MB in all) mapped afresh cost ~10,000 page faults per 1024-px
     # request; from a heap kept between requests, 3-6: 0.95-0.96x the
-    # latency for +4 MB of peak (README, "Memory and speed").
+    # latency for +4 MB of peak (README, "Memory and speed"). Each of those
+    # faults was a fresh 2 MiB huge page until the heap kept its top pad
+    # too (memory.keep_heap): 4 a request now.
     request_heap_mb: int = setting(
         16, env="REQUEST_HEAP_MB", low=0, high=32,
         meaning="with the arena, once the session is made: buffers below this size come "

@@ -14,6 +14,7 @@ _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 # mallopt() parameter numbers from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
@@ -90,8 +91,18 @@ def keep_heap(size_bytes: int) -> bool:
     if _libc is None or size_bytes <= 0:
         return False
     trim()
-    return set_mmap_threshold(size_bytes) and bool(_libc.mallopt(_M_TRIM_THRESHOLD,
-                                                                  int(size_bytes)))
+    # PERF: the top pad too. Past the trim threshold glibc gives back all the
+    # free top of the heap but the pad (128 KiB by default), not just the
+    # excess. A 1024-px request grew the heap ~20 MB, so with the threshold
+    # alone it was all given back after each one and faulted in afresh the
+    # next time, in transparent huge pages: 11 faults (22 MB) a request, 4
+    # with the pad (CACHE_MB=0). On a VM whose balloon takes back free
+    # memory, such a fresh page cost ms: in-process after 1.2 s idle the
+    # model input took 54-55 ms against 20-27 with the pad, and the own work
+    # of a request 104 -> 77 ms (back to back 73 -> 63; medians of 3 processes).
+    return (set_mmap_threshold(size_bytes)
+            and bool(_libc.mallopt(_M_TRIM_THRESHOLD, int(size_bytes)))
+            and bool(_libc.mallopt(_M_TOP_PAD, int(size_bytes))))
 
 
 def trim() -> bool:
