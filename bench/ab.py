@@ -19,6 +19,10 @@ its ratio is to that one.
 Per variant: median and p95 latency, the ratio to the first variant (and to
 the bare defaults), the worker's VmHWM after its first 1024-px request and at
 the end, and its minor page faults per request (/proc/PID/stat).
+
+``--gap S`` leaves the machine idle for S seconds before each timed step,
+as a request after a pause meets it; back to back (the default), one
+variant's request follows another's work.
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ def main(argv=None) -> int:
                         help="the bare session's inputs (.npy); default: made from the photos")
     parser.add_argument("--bare", action="store_true",
                         help="add a bare session with onnxruntime's defaults to the rotation")
+    parser.add_argument("--gap", type=float, default=0.0, metavar="S",
+                        help="seconds of an idle machine before each timed step")
     args = parser.parse_args(argv)
     model = args.model.resolve()
     variants = [parse_variant(text) for text in args.variants]
@@ -151,6 +157,7 @@ def main(argv=None) -> int:
                     shift = (round_index + index) % len(steps)
                     for label, prepare, step in steps[shift:] + steps[:shift]:
                         sent = prepare(upload)
+                        time.sleep(args.gap)
                         before = minor_faults(workers[label]) if label in workers else 0
                         started = time.perf_counter()
                         answer = step(sent)
@@ -173,7 +180,8 @@ def main(argv=None) -> int:
     defaults = statistics.median(seconds["bare-ort-defaults"]) if args.bare else None
     own_defaults = {name: statistics.median(seconds[bare_of[file]])
                     for name, file in models_served.items()} if args.bare else {}
-    print(f"model {model.name}, {args.rounds} rounds x {len(uploads)} photos, "
+    gap = f"{args.gap:g} s idle before each, " if args.gap else ""
+    print(f"model {model.name}, {args.rounds} rounds x {len(uploads)} photos, {gap}"
           f"load average (1 min) {min(loads):.2f}-{max(loads):.2f}")
     print("| variant | median s | p95 s | vs first (paired) |"
           + (" vs bare ORT defaults (paired) |" if defaults else "")
