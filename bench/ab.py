@@ -100,6 +100,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     model = args.model.resolve()
     variants = [parse_variant(text) for text in args.variants]
+    names = [name for name, _, _ in variants]
+    if len(set(names)) < len(names):
+        # NOTE: each name keys its server; a second one would orphan the first, still running.
+        parser.error(f"every variant needs a name of its own: {' '.join(names)}")
     models_served = {name: Path(env.get("MODEL_PATH", model)).resolve() for name, _, env in variants}
     for name, _, env in variants:  # the service runs from its checkout: give it the absolute path
         if "MODEL_PATH" in env:

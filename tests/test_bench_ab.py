@@ -38,3 +38,11 @@ def test_the_paired_ratio_compares_each_photo_with_itself():
     assert ab.paired_ratio(variant, reference) == pytest.approx(1.1)
     with pytest.raises(ValueError):
         ab.paired_ratio(variant, reference[:3])  # runs that do not pair up
+
+
+def test_two_variants_of_one_name_are_refused_before_any_server_starts(monkeypatch):
+    started = []
+    monkeypatch.setattr(ab, "service", lambda *args, **kwargs: started.append(args))
+    with pytest.raises(SystemExit):
+        ab.main(["now", "now:CACHE_MB=0"])
+    assert started == []
