@@ -62,9 +62,14 @@ def encode(image: Image.Image, *, threads: int = 1) -> bytes:
     checksum = pieces[0][1]
     for _, adler, length in pieces[1:]:
         checksum = _adler32_combine(checksum, adler, length)
-    stream = b"".join((ZLIB_HEADER, *(deflated for deflated, _, _ in pieces),
-                       struct.pack(">I", checksum)))
-    return b"".join((SIGNATURE, chunk(b"IHDR", header), chunk(b"IDAT", stream),
+    # PERF: the IDAT chunk's parts joined once, straight into the file: the
+    # zlib stream and the chunk made whole on the way had been two more
+    # copies of the compressed bytes, and the encode is where a request's
+    # memory peaks. A first encode of the astronaut at 1024 px raised VmHWM
+    # 12.8 -> 8.9 MB; the worker's after its first request, 244.6 / 243.2
+    # -> 241.9 / 242.0 MB (bench.ab, same run); the same bytes out.
+    stream = [ZLIB_HEADER, *(deflated for deflated, _, _ in pieces), struct.pack(">I", checksum)]
+    return b"".join((SIGNATURE, chunk(b"IHDR", header), *chunk_parts(b"IDAT", stream),
                      chunk(b"IEND", b"")))
 
 
@@ -116,5 +121,13 @@ def _adler32_combine(first: int, second: int, second_length: int) -> int:
 
 def chunk(kind: bytes, payload: bytes) -> bytes:
     """A PNG chunk: length, type, payload and the CRC of type and payload."""
-    crc = zlib.crc32(payload, zlib.crc32(kind))
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+    return b"".join(chunk_parts(kind, [payload]))
+
+
+def chunk_parts(kind: bytes, payload: list[bytes]) -> list[bytes]:
+    """A PNG chunk whose payload is these parts in order, as parts to join."""
+    crc = zlib.crc32(kind)
+    for part in payload:
+        crc = zlib.crc32(part, crc)
+    length = sum(len(part) for part in payload)
+    return [struct.pack(">I", length), kind, *payload, struct.pack(">I", crc)]
