@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -62,3 +64,13 @@ def reset_peak_rss() -> None:
     test can read the peak of one step."""
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
+
+
+def small_page_child(code: str, *args: str) -> str:
+    """What ``python -c code args`` prints, run from the repository without
+    transparent huge pages: they would fault memory in 2 MiB at a time, and a
+    test that counts faults or resident pages wants 4 KiB ones."""
+    env = {name: value for name, value in os.environ.items() if name != "GLIBC_TUNABLES"}
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=60, check=True, env=env, cwd=DATA.parent.parent)
+    return done.stdout

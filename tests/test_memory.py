@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from isnet_wsgi import memory
-from tests.helpers import reset_peak_rss
+from tests.helpers import reset_peak_rss, small_page_child
 
 
 def test_rss_and_peak_are_read_from_proc():
@@ -63,13 +63,7 @@ print(sum(faults[1:]))
 
 
 def _reuse_faults(mode: str, buffers: int = 1) -> int:
-    # Without transparent huge pages, which would fault a fresh map in 2 MiB at a time.
-    env = {name: value for name, value in os.environ.items() if name != "GLIBC_TUNABLES"}
-    done = subprocess.run([sys.executable, "-c", _REUSE_CHILD, mode, str(buffers)],
-                          capture_output=True,
-                          text=True, timeout=60, check=True, env=env,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return int(done.stdout)
+    return int(small_page_child(_REUSE_CHILD, mode, str(buffers)))
 
 
 def test_a_kept_heap_serves_the_same_buffer_again_without_page_faults():
