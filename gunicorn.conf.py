@@ -35,7 +35,7 @@ backlog = 64
 workers = 1
 # gunicorn's sync worker, plus a time limit on each client (a slow one gets a
 # 408 and the next is served) and the API's JSON for gunicorn's own errors.
-worker_class = "isnet_wsgi.worker.BoundedSyncWorker"
+worker_class = "isnet_wsgi.server.worker.BoundedSyncWorker"
 # Seconds a request may run before the master kills and replaces the worker.
 timeout = _settings.request_timeout_s
 graceful_timeout = _settings.request_timeout_s
@@ -53,7 +53,7 @@ worker_tmp_dir = "/dev/shm"
 control_socket_disable = True
 
 # --- Logging ---------------------------------------------------------------
-# The app writes one JSON line per request to stdout (isnet_wsgi/monitoring.py),
+# The app writes one JSON line per request to stdout (isnet_wsgi/web/monitoring.py),
 # so gunicorn's own access log would only repeat it.
 accesslog = None
 errorlog = "-"

@@ -16,8 +16,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import (configs, frontier, modelfile, overhead, photos, report, servers, sidebyside,
-                   stages)
+from bench import (
+    configs,
+    frontier,
+    modelfile,
+    overhead,
+    photos,
+    report,
+    servers,
+    sidebyside,
+    stages,
+)
 from models import reference
 
 SECTIONS = ("frontier", "stages", "side-by-side", "overhead")

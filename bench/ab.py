@@ -38,16 +38,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench import photos
+from bench import configs, photos, thpalign
 from bench.bare import BareSession
-from bench import configs, thpalign
 from bench.configs import BY_NAME
 from bench.servers import HOST, MAKE_RUN_ENV, OurService
 from bench.stats import percentile
-from isnet_wsgi import memory
 from isnet_wsgi.config import Settings
-from isnet_wsgi.model import ModelInput
-from isnet_wsgi.modelfile import read_manifest
+from isnet_wsgi.model.modelfile import read_manifest
+from isnet_wsgi.model.segmenter import ModelInput
+from isnet_wsgi.runtime import memory
 from tests.system.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

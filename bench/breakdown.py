@@ -31,13 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The steps in request order: (label, module, attribute).
 STEPS = (
-    ("multipart", "isnet_wsgi.api", "read_form"),
-    ("decode", "isnet_wsgi.imaging", "decode"),
-    ("model input", "isnet_wsgi.model", "ModelInput.tensor"),
-    ("inference", "isnet_wsgi.model", "Segmenter.run"),
-    ("mask", "isnet_wsgi.model", "mask_from_output"),
-    ("cut-out", "isnet_wsgi.imaging", "cutout"),
-    ("encode", "isnet_wsgi.imaging", "encode"),
+    ("multipart", "isnet_wsgi.web.api", "read_form"),
+    ("decode", "isnet_wsgi.image.decode", "decode"),
+    ("model input", "isnet_wsgi.model.segmenter", "ModelInput.tensor"),
+    ("inference", "isnet_wsgi.model.segmenter", "Segmenter.run"),
+    ("mask", "isnet_wsgi.model.segmenter", "mask_from_output"),
+    ("cut-out", "isnet_wsgi.image.compose", "cutout"),
+    ("encode", "isnet_wsgi.image.encode", "encode"),
 )
 
 

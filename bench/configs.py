@@ -136,9 +136,9 @@ class Config:
 def from_settings(settings, environ: dict[str, str]) -> Config:
     """The point the service runs at with these isnet_wsgi.config.Settings,
     started with this environment (`make run`'s exports included)."""
-    from isnet_wsgi import cgroup  # noqa: PLC0415
-    from isnet_wsgi.model import arena_mb  # noqa: PLC0415 (imports onnxruntime)
-    from isnet_wsgi.session import DISABLED_OPTIMIZERS  # noqa: PLC0415
+    from isnet_wsgi.model.segmenter import arena_mb  # noqa: PLC0415 (imports onnxruntime)
+    from isnet_wsgi.model.session import DISABLED_OPTIMIZERS  # noqa: PLC0415
+    from isnet_wsgi.runtime import cgroup  # noqa: PLC0415
 
     env = {key: value for key, value in environ.items()
            if key.startswith(("MALLOC_", "MIMALLOC_")) or key in ("GLIBC_TUNABLES", "LD_PRELOAD")}

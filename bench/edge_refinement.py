@@ -37,10 +37,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from isnet_wsgi import imaging, memory
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
-from isnet_wsgi.model import Segmenter, SessionOptions
-from isnet_wsgi.refine import refine_alpha
+from isnet_wsgi.image import compose
+from isnet_wsgi.image.refine import refine_alpha
+from isnet_wsgi.model.segmenter import Segmenter, SessionOptions
+from isnet_wsgi.runtime import memory
 from models.measure import mask_iou
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,7 +192,7 @@ def subject(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def background(name: str, size: tuple[int, int]) -> np.ndarray:
     file_name, tint = BACKGROUNDS[name]
-    pixels = np.asarray(imaging.cover(photo(file_name), size), np.float32) / 255
+    pixels = np.asarray(compose.cover(photo(file_name), size), np.float32) / 255
     return pixels * np.asarray(tint, np.float32) if tint else pixels
 
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
-from isnet_wsgi.model import ModelInput
+from isnet_wsgi.model.segmenter import ModelInput
 from models.source import sha256_file as sha256  # stdlib only, like the bench
 
 

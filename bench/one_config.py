@@ -26,9 +26,9 @@ import onnxruntime as ort  # noqa: E402
 
 from bench.configs import BY_NAME, Config  # noqa: E402
 from bench.stats import percentile  # noqa: E402
-from isnet_wsgi import memory  # noqa: E402
-from isnet_wsgi.session import SessionOptions  # noqa: E402
-from isnet_wsgi.session import session_options as service_session_options  # noqa: E402
+from isnet_wsgi.model.session import SessionOptions  # noqa: E402
+from isnet_wsgi.model.session import session_options as service_session_options  # noqa: E402
+from isnet_wsgi.runtime import memory  # noqa: E402
 
 _OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -43,7 +43,7 @@ def session_options(config: Config) -> ort.SessionOptions:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         return options
-    # The service's own options (isnet_wsgi.model), then what this point changes.
+    # The service's own options (isnet_wsgi.model.segmenter), then what this point changes.
     options = service_session_options(SessionOptions(
         intra_op_threads=config.intra_op_threads or len(os.sched_getaffinity(0)),
         cpu_arena=config.cpu_arena or config.arena_cfg is not None, arena_mb=config.arena_mb,

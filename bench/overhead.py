@@ -17,7 +17,8 @@ from bench import photos
 from bench.bare import BareSession
 from bench.configs import BY_NAME, Config
 from bench.servers import OurService
-from isnet_wsgi import memory
+from isnet_wsgi.runtime import memory
+
 
 def _worker_peaks(service: OurService, upload) -> dict:
     worker = service.worker_pids()[0]

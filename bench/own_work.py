@@ -23,8 +23,8 @@ from pathlib import Path
 from PIL import Image
 
 from bench.report import table
-from isnet_wsgi import imaging, png, pngdecode
-from isnet_wsgi.model import Segmenter, mask_from_output
+from isnet_wsgi.image import compose, png, pngdecode
+from isnet_wsgi.model.segmenter import Segmenter, mask_from_output
 from tests.helpers import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def one_photo(path: Path, segmenter: Segmenter, threads: int, runs: int) -> dict
     model_input = segmenter.input
     output = segmenter.run(model_input.tensor(image))
     mask = mask_from_output(output, image.size, model_input.resample)
-    cut = imaging.cutout(image, mask)
+    cut = compose.cutout(image, mask)
     pairs = {
         "decode": (lambda: pillow_alone(data), lambda: pngdecode.load(data) or pillow_alone(data)),
         "model input": (lambda: model_input.tensor(image),

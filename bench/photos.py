@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from isnet_wsgi.model import ModelInput
+from isnet_wsgi.model.segmenter import ModelInput
 from models.measure import mask_iou
 
 ROOT = Path(__file__).resolve().parent.parent

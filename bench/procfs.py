@@ -12,7 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from isnet_wsgi import memory
+from isnet_wsgi.runtime import memory
+
 
 def _rss_mb(pid: int) -> float:
     """memory.rss_mb, or 0 for a process that is gone (a tree changes as it is read)."""

@@ -24,7 +24,7 @@ from PIL import Image
 from bench import installsize, photos, procfs
 from bench.servers import REMBG_VENV, OurService, Rembg
 from bench.stats import percentile
-from isnet_wsgi import memory
+from isnet_wsgi.runtime import memory
 from models.measure import mask_iou
 
 SETTLE_S = 2.0  # let a server finish start-up work before reading its idle RSS

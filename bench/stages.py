@@ -47,7 +47,8 @@ def variants():
 def build(model: Path, scratch: Path, log=print) -> tuple[dict[str, Path], Path]:
     """Every variant's file (the default is the shipped model), and the fp32
     reference they were built from."""
-    from models import build as model_build, explore, quantize, source
+    from models import build as model_build
+    from models import explore, quantize, source
 
     cache = source.cache_dir()
     reference = model_build.fp32_reference(source.npm_model(cache), cache)

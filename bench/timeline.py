@@ -3,7 +3,7 @@ run, matched to onnxruntime's own per-node profile.
 
     python -m bench.timeline [--arena-mb N] [--photo coffee.png] [--top 12] [--steps]
 
-One bare session with the service's session options (isnet_wsgi/session.py,
+One bare session with the service's session options (isnet_wsgi/model/session.py,
 or the arena with --arena-mb) in this process; run it under `make run`'s
 malloc environment (`make bench` exports it; see bench/README.md). After a
 warm-up run, a thread reads /proc/self/statm every half millisecond while
@@ -29,8 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import modelfile, photos
-from isnet_wsgi import memory
-from isnet_wsgi.session import DISABLED_OPTIMIZERS, SessionOptions, ort, session_options
+from isnet_wsgi.model.session import (
+    DISABLED_OPTIMIZERS,
+    SessionOptions,
+    ort,
+    session_options,
+)
+from isnet_wsgi.runtime import memory
 
 SAMPLE_INTERVAL_S = 0.0005
 # A sample this close to a node's start or end still counts for it: the

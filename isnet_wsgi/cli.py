@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from . import imaging
 from .config import ConfigError, Settings
-from .model import InferenceTimeout, ModelError, Segmenter
+from .file_names import split_file_name
+from .image.decode import decode as decode_image
+from .image.errors import InvalidImage
+from .model.segmenter import InferenceTimeout, ModelError, Segmenter
 from .options import OptionError, color_options, remove_options
-from .pipeline import Output, Pipeline, accepted_formats, split_file_name
+from .pipeline import Output, Pipeline, accepted_formats
 
 PROGRESS_BAR_WIDTH = 30
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO = sys.stdout,
     try:
         settings = Settings.from_env()
         make = _command(args, settings)
-    except (ConfigError, OptionError, OSError, imaging.InvalidImage) as error:
+    except (ConfigError, OptionError, OSError, InvalidImage) as error:
         stderr.write(f"error: {error}\n")
         return 2
     try:
@@ -95,9 +97,9 @@ def _command(args, settings: Settings):
                             background_file=background is not None, **limits)
     if background is not None:
         # A bad background is one usage error, not a failure for every photo.
-        imaging.decode(background, formats=accepted_formats(settings),
-                       max_pixels=settings.max_image_pixels,
-                       max_dimension_px=settings.max_dimension_px)
+        decode_image(background, formats=accepted_formats(settings),
+                     max_pixels=settings.max_image_pixels,
+                     max_dimension_px=settings.max_dimension_px)
     return lambda pipeline, data: pipeline.change_color(data, options,
                                                         background_data=background)
 
@@ -130,7 +132,7 @@ def _run(jobs: list[Path], output: Path, single_file: bool, make, progress) -> l
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(result.body)
             written.add(target)
-        except (OSError, imaging.InvalidImage, InferenceTimeout) as error:
+        except (OSError, InvalidImage, InferenceTimeout) as error:
             failures.append((path, str(error) or type(error).__name__))
         if progress is not None:
             progress.show(index + 1, path.name)

@@ -15,8 +15,8 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from . import cgroup
 from .numerals import parse_boolean, parse_decimal_number, parse_whole_number
+from .runtime import cgroup
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "isnet-general-tiny.onnx"

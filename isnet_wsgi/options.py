@@ -9,9 +9,10 @@ normalised part of a cache key.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable, Mapping
 
-from .imaging import format_names, parse_color
+from .image.encode import format_names
 from .numerals import parse_boolean, parse_decimal_number, parse_whole_number
 
 # Output formats per operation, with the aliases accepted for them.
@@ -22,6 +23,27 @@ COLOR_FORMATS = format_names("JPEG", "PNG", "WEBP")
 MAX_BLUR_RADIUS_PX = 100.0
 # The smallest output long side a client may ask for.
 MIN_DIMENSION_PX = 16
+
+
+_HEX_COLOR = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
+# NOTE: [0-9], not \d, which takes any script's digits ("２５５"): numerals.py's rule.
+_RGB_TRIPLE = re.compile(r"([0-9]{1,3})\s*,\s*([0-9]{1,3})\s*,\s*([0-9]{1,3})")
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """'#RRGGBB', '#RGB' or 'R,G,B' (0-255 each) to an RGB tuple; ValueError otherwise."""
+    text = text.strip()
+    if match := _HEX_COLOR.fullmatch(text):
+        digits = match.group(1)
+        if len(digits) == 3:
+            digits = "".join(d * 2 for d in digits)
+        return tuple(int(digits[i:i + 2], 16) for i in (0, 2, 4))
+    if match := _RGB_TRIPLE.fullmatch(text):
+        rgb = tuple(int(part) for part in match.groups())
+        if all(0 <= part <= 255 for part in rgb):
+            return rgb
+        raise ValueError(f"color components must be 0-255, got {text!r}")
+    raise ValueError(f"not a color: {text!r}; use #RRGGBB, #RGB or R,G,B")
 
 
 class OptionError(ValueError):

@@ -1,23 +1,27 @@
 """The steps from input bytes to output bytes: decode, mask, compose, encode.
 
-Shared by the HTTP API (api.py) and the command line (cli.py), so both make
+Shared by the HTTP API (web/api.py) and the command line (cli.py), so both make
 the same image from the same bytes and options. Nothing here knows about
-HTTP: errors are imaging.InvalidImage subclasses and model.InferenceTimeout.
+HTTP: errors are image.errors.InvalidImage subclasses and
+model.segmenter.InferenceTimeout.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import Callable
 
 from PIL import Image
 
-from . import imaging
 from .config import Settings
-from .model import Segmenter
+from .file_names import split_file_name
+from .image import compose
+from .image.decode import FORMAT_BY_EXTENSION
+from .image.decode import decode as decode_image
+from .image.encode import ENCODINGS, encode
+from .image.refine import refine_alpha
+from .model.segmenter import Segmenter
 from .options import ColorOptions, RemoveOptions
-from .refine import refine_alpha
 
 
 @dataclass(frozen=True)
@@ -34,26 +38,16 @@ class Output:
         return f"{self.prefix}_{split_file_name(input_name)[0]}.{self.extension}"
 
 
-def split_file_name(filename: str) -> tuple[str, str]:
-    """(stem, lower-case extension without the dot) of a file name from any OS.
-
-    Folders are dropped whether the client wrote them with / or \\ (or a
-    Windows drive); a name with no stem is "image", one with no suffix has "".
-    """
-    name = PurePosixPath(PureWindowsPath(PurePosixPath(filename).name).name)
-    return name.stem or "image", name.suffix.lower().lstrip(".")
-
-
 def _output(image: Image.Image, image_format: str, prefix: str, threads: int) -> Output:
-    encoding = imaging.ENCODINGS[image_format]
-    return Output(imaging.encode(image, image_format, threads=threads),
+    encoding = ENCODINGS[image_format]
+    return Output(encode(image, image_format, threads=threads),
                   encoding.media_type, prefix, encoding.extension)
 
 
 def accepted_formats(settings: Settings) -> tuple[str, ...]:
     """Pillow's names for the formats of the allowed extensions."""
-    return tuple(sorted({imaging.FORMAT_BY_EXTENSION[ext] for ext in settings.allowed_extensions
-                         if ext in imaging.FORMAT_BY_EXTENSION}))
+    return tuple(sorted({FORMAT_BY_EXTENSION[ext] for ext in settings.allowed_extensions
+                         if ext in FORMAT_BY_EXTENSION}))
 
 
 class Pipeline:
@@ -70,10 +64,10 @@ class Pipeline:
 
     def decode(self, data: bytes, max_dimension_px: int | None = None) -> Image.Image:
         """The image, scaled so its long side is at most the option or the ceiling."""
-        return imaging.decode(data, formats=self.formats,
-                              max_pixels=self.settings.max_image_pixels,
-                              max_dimension_px=max_dimension_px or self.settings.max_dimension_px,
-                              budget_bytes=self.settings.decode_budget_bytes)
+        return decode_image(data, formats=self.formats,
+                            max_pixels=self.settings.max_image_pixels,
+                            max_dimension_px=max_dimension_px or self.settings.max_dimension_px,
+                            budget_bytes=self.settings.decode_budget_bytes)
 
     def mask(self, image: Image.Image, *, refine: bool = False,
              timeout_s: float | None = None) -> Image.Image:
@@ -91,12 +85,12 @@ class Pipeline:
         image = self.decode(data, options.max_dimension_px)
         mask = self.mask(image, refine=options.refine, timeout_s=timeout_s)
         if options.crop:
-            box = imaging.subject_box(mask, options.margin_px)
+            box = compose.subject_box(mask, options.margin_px)
             if box is not None:  # no subject found: nothing to crop to
                 image, mask = image.crop(box), mask.crop(box)
         if options.mask:
             return _output(mask, options.image_format, "mask", self.threads)
-        return _output(imaging.cutout(image, mask), options.image_format, "nobg",
+        return _output(compose.cutout(image, mask), options.image_format, "nobg",
                        self.threads)
 
     def change_color(self, data: bytes, options: ColorOptions, *,
@@ -107,12 +101,12 @@ class Pipeline:
         if background_data is not None:
             # Decoded before inference so a bad file costs no model run; at
             # most MAX_DIMENSION px, then fitted to the (already scaled) photo.
-            background = imaging.cover(self.decode(background_data), image.size)
+            background = compose.cover(self.decode(background_data), image.size)
         mask = self.mask(image, refine=options.refine, timeout_s=timeout_s)
         if background is None and options.blur_radius_px is not None:
-            background = imaging.blurred(image, options.blur_radius_px)
+            background = compose.blurred(image, options.blur_radius_px)
         if background is None:
-            composite = imaging.on_color(image, mask, options.rgb)
+            composite = compose.on_color(image, mask, options.rgb)
         else:
-            composite = imaging.on_background(image, mask, background)
+            composite = compose.on_background(image, mask, background)
         return _output(composite, options.image_format, "color", self.threads)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from . import docs
-from .api import BackgroundAPI
-from .app import Router, WSGIApp
 from .config import Settings
-from .http import Request, Response
-from .model import Segmenter
-from .monitoring import MemoryGuard, Monitor
+from .model.segmenter import Segmenter
+from .web import docs
+from .web.api import BackgroundAPI
+from .web.app import Router, WSGIApp
+from .web.http import Request, Response
+from .web.monitoring import MemoryGuard, Monitor
 
 
 class Service(WSGIApp):

@@ -73,7 +73,7 @@ def service_pipeline(model_path: Path, manifest: dict | None = None, threads: in
     """The service's Pipeline around `model_path`; `manifest` defaults to the
     built model's (a variant passes its own, see variant_manifest)."""
     from isnet_wsgi.config import Settings
-    from isnet_wsgi.model import ModelFile, Segmenter, SessionOptions
+    from isnet_wsgi.model.segmenter import ModelFile, Segmenter, SessionOptions
     from isnet_wsgi.pipeline import Pipeline
     from models import build
 

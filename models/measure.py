@@ -5,7 +5,7 @@ Peak RSS must be measured in a fresh process (VmHWM never goes down), so
 That child sets glibc's mmap threshold to 64 KiB and takes the service's
 session options (2 threads, no CPU arena, no memory pattern, spinning stopped
 after a run) but onnxruntime's own optimisers; `service_run` measures a model
-exactly as a worker runs it (isnet_wsgi.model.Segmenter, the Makefile's
+exactly as a worker runs it (isnet_wsgi.model.segmenter.Segmenter, the Makefile's
 malloc environment).
 """
 
@@ -28,15 +28,15 @@ MASK_THRESHOLD = 0.5
 
 
 def session_options(threads: int = THREADS):
-    """The service's session options (isnet_wsgi/session.py) with `threads`.
+    """The service's session options (isnet_wsgi/model/session.py) with `threads`.
 
     NOTE: the graph optimisers are onnxruntime's own here; the service also
     turns off the NCHWc layout (DISABLED_OPTIMIZERS), which moves the fp32
     reference's outputs by ~2e-7, so the reference masks keep being made
     without that switch.
     """
-    from isnet_wsgi.session import SessionOptions
-    from isnet_wsgi.session import session_options as service_session_options
+    from isnet_wsgi.model.session import SessionOptions
+    from isnet_wsgi.model.session import session_options as service_session_options
 
     return service_session_options(SessionOptions(intra_op_threads=threads))
 
@@ -167,8 +167,8 @@ SERVICE_CHILD_TIMEOUT_S = 300
 
 def _service_child(model_path: Path, manifest_path: Path, tensor_path: Path, runs: int) -> dict:
     """In a fresh process that imports only what a worker does: the service's
-    session (isnet_wsgi/model.py), `runs` inferences on a saved input, VmHWM."""
-    from isnet_wsgi.model import ModelFile, Segmenter, SessionOptions
+    session (isnet_wsgi/model/segmenter.py), `runs` inferences on a saved input, VmHWM."""
+    from isnet_wsgi.model.segmenter import ModelFile, Segmenter, SessionOptions
 
     manifest = json.loads(manifest_path.read_text())
     segmenter = Segmenter("measured", ModelFile.open_verified(model_path, manifest["sha256"]), manifest,

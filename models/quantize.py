@@ -307,7 +307,7 @@ def head_as_taps(model: onnx.ModelProto, prefix: str) -> bool:
     """Run the fp32 head's KxK Convs as 1x1 Convs to K*K tap planes, summed shifted.
 
     PERF: without onnxruntime's blocked (NCHWc) layout, which the service
-    turns off (isnet_wsgi/session.py), a 3x3 fp32 Conv to one channel is an
+    turns off (isnet_wsgi/model/session.py), a 3x3 fp32 Conv to one channel is an
     im2col and a one-row GEMM: 62-80 ms a run for `/side1`'s four groups at
     512x512. As a 1x1 Conv (a plain GEMM, no im2col) to one plane per tap,
     with the planes padded and each read at its offset, the head gives the

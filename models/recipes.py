@@ -4,7 +4,7 @@ Each recipe is built into the cache folder (never over models/), calibrated
 on models/hardset/calibration/ only, and scored on the held-out photos with
 models/fidelity.py (the service's own mask path against rembg's). Peak RSS
 and bare inference time come from fresh child processes that create the
-session as the service does (isnet_wsgi/model.py's Segmenter, the Makefile's
+session as the service does (isnet_wsgi/model/segmenter.py's Segmenter, the Makefile's
 malloc settings) and run one 1024-px input; the children of all recipes run
 in turn, A B C A B C, so time ratios compare the same minutes of a shared
 machine. Not part of `make test`; ~5 minutes per recipe on 2 cores.
@@ -20,7 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from models import build, calibrate, explore, fidelity, measure, quantize, reference, source
+from models import (
+    build,
+    calibrate,
+    explore,
+    fidelity,
+    measure,
+    quantize,
+    reference,
+    source,
+)
 
 BUILT = "built model (default)"
 
@@ -84,7 +93,7 @@ def build_recipe(bench: explore.Workbench, name: str, variant: explore.Variant) 
 
 def _service_tensor(manifest: dict, folder: Path) -> Path:
     """The 1024-px input the service makes from the first held-out photo."""
-    from isnet_wsgi.model import ModelInput
+    from isnet_wsgi.model.segmenter import ModelInput
 
     image = fidelity.load_photo(fidelity.photos(fidelity.HELD_OUT_DIR)[0])
     tensor = ModelInput.from_manifest(manifest).tensor(image)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from isnet_wsgi.multipart import (
+from isnet_wsgi.web.multipart import (
     Form,
     FormFile,
     read_form,

@@ -9,11 +9,16 @@ import pytest
 import webtest
 from PIL import Image
 
-from tests.helpers import (encode_image, make_settings, multipart_body, open_image,
-                           photo_bytes)
-from tests.test_imaging import tiny_file_declaring
 from isnet_wsgi.pipeline import Output, split_file_name
 from isnet_wsgi.service import Service, create_app
+from tests.helpers import (
+    encode_image,
+    make_settings,
+    multipart_body,
+    open_image,
+    photo_bytes,
+)
+from tests.test_image import tiny_file_declaring
 
 
 def remove(client, data: bytes, filename: str = "photo.png", **kwargs):

@@ -5,8 +5,8 @@ import json
 
 import webtest
 
-from isnet_wsgi.app import Router, WSGIApp
-from isnet_wsgi.http import BadRequest, Response
+from isnet_wsgi.web.app import Router, WSGIApp
+from isnet_wsgi.web.http import BadRequest, Response
 
 
 def make_client(**handlers):

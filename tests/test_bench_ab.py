@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from bench import ab
-from isnet_wsgi import png
+from isnet_wsgi.image import png
 
 
 def test_a_variant_is_started_in_its_checkout_with_its_own_config(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.servers import OurService, Rembg, Removal
-from isnet_wsgi.multipart import boundary_from_content_type, read_form
+from isnet_wsgi.web.multipart import boundary_from_content_type, read_form
 
 PHOTO = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
 

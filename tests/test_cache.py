@@ -6,7 +6,7 @@ import dataclasses
 
 import webtest
 
-from isnet_wsgi.cache import OffHeapBytes, ResultCache
+from isnet_wsgi.runtime.cache import OffHeapBytes, ResultCache
 from isnet_wsgi.service import Service
 from tests.helpers import encode_image, make_settings, open_image, photo_bytes
 from tests.test_api import remove

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from isnet_wsgi import cgroup, config
+from isnet_wsgi import config
+from isnet_wsgi.runtime import cgroup
 
 
 def fake_cgroup_tree(tmp_path, monkeypatch, proc_lines: str, files: dict[str, str]):

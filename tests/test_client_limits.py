@@ -7,8 +7,12 @@ import time
 
 import pytest
 
-from isnet_wsgi.client_limits import ClientLimits, ClientTooSlowToRead, PacedSocket
-from isnet_wsgi.http import RequestTimeout
+from isnet_wsgi.server.client_limits import (
+    ClientLimits,
+    ClientTooSlowToRead,
+    PacedSocket,
+)
+from isnet_wsgi.web.http import RequestTimeout
 
 FAST = ClientLimits(head_timeout_s=0.3, grace_s=0.2, min_rate_bytes_s=1000,
                     body_timeout_s=1.0, linger_s=1.0, linger_max_bytes=5000)

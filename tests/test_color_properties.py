@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from isnet_wsgi.imaging import parse_color
+from isnet_wsgi.options import parse_color
 
 channel = st.integers(min_value=0, max_value=255)
 

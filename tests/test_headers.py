@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from isnet_wsgi.headers import parse_options_header
+from isnet_wsgi.web.headers import parse_options_header
 
 
 @pytest.mark.parametrize(

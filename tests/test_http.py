@@ -4,8 +4,13 @@ import io
 
 import pytest
 
-from isnet_wsgi.http import (BadRequest, PayloadTooLarge, Request, Response,
-                             attachment_header)
+from isnet_wsgi.web.http import (
+    BadRequest,
+    PayloadTooLarge,
+    Request,
+    Response,
+    attachment_header,
+)
 
 
 def request_with(body: bytes, content_length: str | None) -> Request:

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from isnet_wsgi import memory
+from isnet_wsgi.runtime import memory
 from tests.helpers import reset_peak_rss, small_page_child
 
 
@@ -47,7 +47,7 @@ def test_the_mmap_threshold_is_set_on_glibc():
 # first, and prints the page faults of the last nine rounds.
 _REUSE_CHILD = """
 import resource, sys
-from isnet_wsgi import memory
+from isnet_wsgi.runtime import memory
 memory.set_mmap_threshold(64 * 1024)
 mode, buffers = sys.argv[1], int(sys.argv[2])
 if mode != "fresh":
@@ -85,7 +85,7 @@ def test_a_request_past_the_kept_size_faults_in_only_what_is_past_it():
 # after limit_arenas(2); glibc's malloc_stats() then lists one "Arena N:" per heap.
 _ARENAS_CHILD = """
 import ctypes, sys, threading
-from isnet_wsgi import memory
+from isnet_wsgi.runtime import memory
 if sys.argv[1] == "limit":
     assert memory.limit_arenas(2)
 together = threading.Barrier(7)

@@ -8,14 +8,21 @@ import os
 import numpy as np
 import onnx
 import pytest
-
 from PIL import Image
 
-from isnet_wsgi import memory
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
-from isnet_wsgi.model import (ModelError, ModelFile, ModelInput, Segmenter, SessionOptions,
-                              arena_mb, mask_from_output, request_heap_mb)
-from isnet_wsgi.session import session_options, shared_arena
+from isnet_wsgi.model.segmenter import (
+    ModelError,
+    ModelFile,
+    ModelInput,
+    Segmenter,
+    SessionOptions,
+    arena_mb,
+    mask_from_output,
+    request_heap_mb,
+)
+from isnet_wsgi.model.session import session_options, shared_arena
+from isnet_wsgi.runtime import memory
 from models import quantize
 from tests.helpers import make_settings, open_image, photo_bytes
 
@@ -250,7 +257,7 @@ def test_the_arena_changes_memory_not_masks(service):
     """The same output from the service's session (the default arena, no
     container limit here) and one without an arena.
 
-    With the arena the planner's buffer reuse is off too (isnet_wsgi/session.py).
+    With the arena the planner's buffer reuse is off too (isnet_wsgi/model/session.py).
     """
     assert service.segmenter.options.arena_mb == ARENA_MB
     lean = Segmenter.load(DEFAULT_MODEL_PATH, MANIFEST_PATH,

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from isnet_wsgi.model import ModelInput
+from isnet_wsgi.model.segmenter import ModelInput
 from models import build, convert, measure, quantize, ranges, source
 
 SIDE_PX = 8

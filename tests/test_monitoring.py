@@ -7,9 +7,9 @@ import pytest
 import webtest
 from prometheus_client.parser import text_string_to_metric_families
 
-from isnet_wsgi.metrics import Counter, Histogram, Registry
-from isnet_wsgi.monitoring import MemoryGuard
+from isnet_wsgi.runtime.metrics import Counter, Histogram, Registry
 from isnet_wsgi.service import Service
+from isnet_wsgi.web.monitoring import MemoryGuard
 from tests.helpers import make_settings, photo_bytes
 
 

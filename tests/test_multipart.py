@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from isnet_wsgi.multipart import (
+from isnet_wsgi.web.multipart import (
     NEED_DATA,
     Epilogue,
     Form,
@@ -17,8 +17,15 @@ from isnet_wsgi.multipart import (
     read_form,
 )
 from tests.multipart_bodies import (
-    BOUNDARY, CHROME_FORM, CLIENTS, CountingReader, PNG_BYTES, body_of, form_data, parse)
-
+    BOUNDARY,
+    CHROME_FORM,
+    CLIENTS,
+    PNG_BYTES,
+    CountingReader,
+    body_of,
+    form_data,
+    parse,
+)
 
 # --- real clients -------------------------------------------------------------
 

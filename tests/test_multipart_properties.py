@@ -9,8 +9,8 @@ from urllib.parse import quote
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
-from isnet_wsgi.headers import parse_options_header
-from isnet_wsgi.multipart import (
+from isnet_wsgi.web.headers import parse_options_header
+from isnet_wsgi.web.multipart import (
     Form,
     FormFile,
     MultipartError,

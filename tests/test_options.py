@@ -3,8 +3,14 @@
 import pytest
 
 from isnet_wsgi.config import ConfigError, Settings
-from isnet_wsgi.options import (OptionError, cache_key_part, color_options, color_spec,
-                                remove_options, remove_spec)
+from isnet_wsgi.options import (
+    OptionError,
+    cache_key_part,
+    color_options,
+    color_spec,
+    remove_options,
+    remove_spec,
+)
 
 
 def test_defaults_fill_in_the_ceiling():

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from isnet_wsgi import parallel
+from isnet_wsgi.runtime import parallel
 
 
 def test_results_come_in_the_items_order_from_several_threads():

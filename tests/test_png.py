@@ -6,11 +6,12 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from isnet_wsgi import png
+from isnet_wsgi.image import png
 from tests.helpers import open_image, photo_bytes, small_page_child
 
 CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
@@ -95,7 +96,8 @@ def test_cut_outs_round_trip_wherever_the_subject_lies(visible_rows, threads):
 # VmHWM, in bytes of the raw image.
 _FIRST_ENCODE_CHILD = """
 from PIL import Image
-from isnet_wsgi import memory, png
+from isnet_wsgi.runtime import memory
+from isnet_wsgi.image import png
 memory.set_mmap_threshold(64 * 1024)
 memory.keep_heap(16 << 20)
 with Image.open("tests/data/astronaut.png") as photo:

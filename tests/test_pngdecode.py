@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from isnet_wsgi import imaging, parallel, pngdecode
-from isnet_wsgi.png import chunk
+from isnet_wsgi.image import decode, pngdecode
+from isnet_wsgi.image.png import chunk
+from isnet_wsgi.runtime import parallel
 from tests.helpers import encode_image, open_image, photo_bytes
 
 
@@ -154,7 +155,7 @@ def test_the_service_answers_as_pillow_alone_would(kind, monkeypatch):
     data = broken(kind)
 
     def decode(data):
-        return imaging.decode(data, formats=("PNG",), max_pixels=50_000_000,
+        return decode.decode(data, formats=("PNG",), max_pixels=50_000_000,
                               max_dimension_px=1024)
 
     answer = decoded_or_error(decode, data)
@@ -167,7 +168,7 @@ def test_the_service_decodes_a_large_png_pipelined(monkeypatch):
     taken = []
     load = pngdecode.load
     monkeypatch.setattr(pngdecode, "load", lambda data: taken.append(load(data)) or taken[-1])
-    image = imaging.decode(data, formats=("PNG",), max_pixels=50_000_000, max_dimension_px=1024)
+    image = decode.decode(data, formats=("PNG",), max_pixels=50_000_000, max_dimension_px=1024)
     assert taken and taken[0] is not None
     assert image.tobytes() == gradient("RGBA").tobytes()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from isnet_wsgi.refine import refine_alpha
+from isnet_wsgi.image.refine import refine_alpha
 from tests.helpers import DATA
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isnet_wsgi import resize
-from isnet_wsgi.resize import resized, resized_bands
+from isnet_wsgi.image import resize
+from isnet_wsgi.image.resize import resized, resized_bands
 from tests.helpers import open_image, photo_bytes
 
 

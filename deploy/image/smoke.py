@@ -46,7 +46,7 @@ STOP_TIMEOUT_S = 30
 BUILD_ONLY_MODULES = ("onnx", "pytest", "webtest", "hypothesis", "kubernetes_validate")
 # The build context as buildah cuts it with .dockerignore: what the Dockerfile
 # COPYs must be in it; local state, tests and a checkout's own model must not.
-CONTEXT_NEEDS = ("requirements.txt", "requirements-dev.txt", "gunicorn.conf.py", "isnet_wsgi/app.py",
+CONTEXT_NEEDS = ("requirements.txt", "requirements-dev.txt", "gunicorn.conf.py", "isnet_wsgi/web/app.py",
                  "models/build.py", "models/isnet-general-tiny.json", "models/calibration")
 CONTEXT_EXCLUDES = (".git", ".venv", ".image-cache", ".pytest_cache", "tests", "bench", "deploy",
                     "models/isnet-general-tiny.onnx")

@@ -1,7 +1,7 @@
 """The service as `make run` starts it, inside a 256 and a 512 MiB memory cgroup, under load.
 
 Four clients send a mix of full-size work and the small files that decode
-huge (tests/test_imaging.py) for LOAD_SECONDS: every answer must be 200 or
+huge (tests/test_image.py) for LOAD_SECONDS: every answer must be 200 or
 413, the kernel must OOM-kill nothing, and the one worker must serve it all
 (same pid, never restarted). Needs root and a memory cgroup it may create a
 child of (v1 memory.limit_in_bytes or v2 memory.max), as in a container
@@ -23,9 +23,13 @@ from PIL import Image
 from tests.helpers import encode_image, open_image, photo_bytes
 from tests.system import cgroups
 from tests.system.server import running_gunicorn
-from tests.system.test_decode_budget import (filename_for, large_photo_jpeg,
-                                             largest_accepted_webp, make_run_env)
-from tests.test_imaging import SMALL_BUT_HUGE
+from tests.system.test_decode_budget import (
+    filename_for,
+    large_photo_jpeg,
+    largest_accepted_webp,
+    make_run_env,
+)
+from tests.test_image import SMALL_BUT_HUGE
 
 # The default arena, and each container limit tested, MiB -> the arena the
 # service must keep in it.

@@ -14,10 +14,10 @@ import uuid
 import pytest
 from PIL import Image
 
-from isnet_wsgi import memory
+from isnet_wsgi.runtime import memory
 from tests.helpers import encode_image, open_image, photo_bytes
 from tests.system.server import ROOT, running_gunicorn, server_env
-from tests.test_imaging import SMALL_BUT_HUGE
+from tests.test_image import SMALL_BUT_HUGE
 
 # README, "Memory and speed": the worker's peak for any accepted request,
 # by the arena onnxruntime keeps between requests (ORT_ARENA_MB; 0 is none):

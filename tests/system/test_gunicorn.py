@@ -10,7 +10,7 @@ import time
 
 from PIL import Image
 
-from isnet_wsgi import memory
+from isnet_wsgi.runtime import memory
 from tests import processes
 from tests.helpers import encode_image, open_image, photo_bytes
 from tests.system.server import GUNICORN, ROOT, free_port, running_gunicorn, server_env

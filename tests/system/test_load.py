@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from isnet_wsgi import memory
+from isnet_wsgi.runtime import memory
 from tests.helpers import open_image, photo_bytes
 from tests.system.server import running_gunicorn
 from tests.system.test_gunicorn import PEAK_ALLOWANCE, readme_worker_peak_mb

@@ -7,9 +7,9 @@ import html
 import json
 from pathlib import Path
 
-from . import __version__
-from .config import Settings, shown_value
-from .options import Option, color_spec, remove_spec
+from .. import __version__
+from ..config import Settings, shown_value
+from ..options import Option, color_spec, remove_spec
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/Error"}
 

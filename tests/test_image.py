@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from isnet_wsgi.image import compose, encode, errors, shrink
+from isnet_wsgi.image.decode import FORMAT_BY_EXTENSION, decode as decode_upload
+from isnet_wsgi.options import parse_color
+from isnet_wsgi.runtime import memory
 from tests.helpers import encode_image, open_image, photo_bytes, reset_peak_rss
-from isnet_wsgi import imaging, memory, shrink
 
-FORMATS = tuple(sorted(set(imaging.FORMAT_BY_EXTENSION.values())))
+FORMATS = tuple(sorted(set(FORMAT_BY_EXTENSION.values())))
 
 
 def decode(data, max_pixels=25_000_000, max_dimension_px=1024, budget_bytes=None):
-    return imaging.decode(data, formats=FORMATS, max_pixels=max_pixels,
-                          max_dimension_px=max_dimension_px, budget_bytes=budget_bytes)
+    return decode_upload(data, formats=FORMATS, max_pixels=max_pixels,
+                         max_dimension_px=max_dimension_px, budget_bytes=budget_bytes)
 
 
 def gradient(mode_size=(64, 48)):
@@ -87,13 +90,13 @@ def test_pixel_bomb_is_refused_from_its_header(image_format):
     assert len(data) < 1000
     with pytest.raises(Image.DecompressionBombError, match="1600000000 pixels"):
         Image.open(io.BytesIO(data))  # what Pillow reads from the header
-    with pytest.raises(imaging.ImageTooLarge):
+    with pytest.raises(errors.ImageTooLarge):
         decode(data)
 
 
 def test_our_pixel_budget_is_stricter_than_pillows():
     data = encode_image(Image.new("RGB", (300, 300)), "PNG")
-    with pytest.raises(imaging.ImageTooLarge, match="90000"):
+    with pytest.raises(errors.ImageTooLarge, match="90000"):
         decode(data, max_pixels=50_000)
 
 
@@ -110,8 +113,8 @@ def test_small_images_are_never_upscaled():
 def test_cutout_and_colour_use_the_mask_as_soft_alpha():
     image = Image.new("RGB", (2, 1), (200, 100, 0))
     mask = Image.frombytes("L", (2, 1), bytes([255, 128]))
-    assert imaging.cutout(image, mask).getpixel((1, 0)) == (200, 100, 0, 128)
-    blended = imaging.on_color(image, mask, (0, 0, 255)).getpixel((1, 0))
+    assert compose.cutout(image, mask).getpixel((1, 0)) == (200, 100, 0, 128)
+    blended = compose.on_color(image, mask, (0, 0, 255)).getpixel((1, 0))
     assert blended[0] == pytest.approx(100, abs=2) and blended[2] == pytest.approx(127, abs=2)
 
 
@@ -119,29 +122,29 @@ def test_cutout_leaves_no_colour_under_full_transparency():
     image = Image.new("RGBA", (3, 1), (200, 100, 50, 255))
     image.putpixel((2, 0), (200, 100, 50, 0))  # the input's own alpha counts too
     mask = Image.frombytes("L", (3, 1), bytes([0, 1, 255]))
-    cut = imaging.cutout(image, mask)
+    cut = compose.cutout(image, mask)
     assert [cut.getpixel((x, 0)) for x in range(3)] == [
         (0, 0, 0, 0), (200, 100, 50, 1), (0, 0, 0, 0)]
 
 
 def test_encoders_round_trip():
     image = open_image(photo_bytes("camera.png")).convert("RGBA")
-    assert open_image(imaging.encode(image, "PNG")).mode == "RGBA"
-    assert open_image(imaging.encode(image, "JPEG")).format == "JPEG"
+    assert open_image(encode.encode(image, "PNG")).mode == "RGBA"
+    assert open_image(encode.encode(image, "JPEG")).format == "JPEG"
 
 
 @pytest.mark.parametrize("text, rgb", [
     ("#FFFFFF", (255, 255, 255)), ("#0a0B0c", (10, 11, 12)), ("#f00", (255, 0, 0)),
     ("0,128,255", (0, 128, 255)), (" 1 , 2 , 3 ", (1, 2, 3)), ("00ff00", (0, 255, 0))])
 def test_parse_color_accepts_the_documented_forms(text, rgb):
-    assert imaging.parse_color(text) == rgb
+    assert parse_color(text) == rgb
 
 
 @pytest.mark.parametrize("text", ["", "#", "#ff", "#fffff", "#1234567", "red", "1,2",
                                   "1,2,3,4", "256,0,0", "-1,0,0", "1.5,2,3", "#ggg"])
 def test_parse_color_refuses_everything_else(text):
     with pytest.raises(ValueError):
-        imaging.parse_color(text)
+        parse_color(text)
 
 
 # --- The decode memory budget ---------------------------------------------
@@ -180,7 +183,7 @@ def test_a_small_file_that_decodes_huge_stays_within_the_budget(name):
     before_mb = memory.rss_mb()
     try:
         image = decode(data, budget_bytes=BUDGET_BYTES)
-    except imaging.DecodeBudgetExceeded as error:
+    except errors.DecodeBudgetExceeded as error:
         assert "the decode budget is 160 MB" in str(error)
     else:
         assert image.mode in ("RGB", "RGBA") and max(image.size) == 1024
@@ -189,16 +192,16 @@ def test_a_small_file_that_decodes_huge_stays_within_the_budget(name):
 
 @pytest.mark.parametrize("name", ["5000x5000 lossless RGBA WebP", "25000000x1 RGB PNG"])
 def test_the_worst_of_them_are_refused_before_decoding(name):
-    with pytest.raises(imaging.DecodeBudgetExceeded) as refused:
+    with pytest.raises(errors.DecodeBudgetExceeded) as refused:
         decode(SMALL_BUT_HUGE[name](), budget_bytes=BUDGET_BYTES)
     assert refused.value.code == "decode_budget_exceeded"
-    assert isinstance(refused.value, imaging.ImageTooLarge)  # answered 413
+    assert isinstance(refused.value, errors.ImageTooLarge)  # answered 413
 
 
 def test_the_budget_counts_bytes_not_pixels():
     data = png_of_rows(3000, 3000, 16, 6, b"\x12\x34\x56\x78\x9a\xbc\xde\xf0" * 3000)
     assert decode(data, budget_bytes=64 * 2**20).mode == "RGBA"
-    with pytest.raises(imaging.DecodeBudgetExceeded, match="3000x3000 px PNG.* 16 MB"):
+    with pytest.raises(errors.DecodeBudgetExceeded, match="3000x3000 px PNG.* 16 MB"):
         decode(data, budget_bytes=16 * 2**20)
 
 

@@ -26,7 +26,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from .parallel import map_in_threads
+from ..runtime.parallel import map_in_threads
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Image mode -> PNG colour type (greyscale, truecolour, truecolour with alpha).

@@ -28,7 +28,7 @@ import zlib
 
 from PIL import Image
 
-from .parallel import submit
+from ..runtime.parallel import submit
 from .png import SIGNATURE, ZLIB_HEADER, chunk
 
 # Samples per pixel of each PNG colour type (grey, RGB, palette, grey+alpha, RGBA).

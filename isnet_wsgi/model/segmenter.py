@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import cgroup, memory
-from .parallel import map_in_threads
-from .resize import Band, resized, resized_bands
-from .config import Settings
+from ..config import Settings
+from ..image.resize import Band, resized, resized_bands
+from ..runtime import cgroup, memory
+from ..runtime.parallel import map_in_threads
 from .modelfile import ModelError, ModelFile, read_manifest
-
 from .session import DISABLED_OPTIMIZERS, SessionOptions, ort, session_options
 
 

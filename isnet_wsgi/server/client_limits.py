@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .http import RequestTimeout
+from ..web.http import RequestTimeout
 
 KIB = 1024
 # Seconds a lingering close waits for the first bytes: a client still sending

@@ -65,9 +65,6 @@ class Counter(_Metric):
         with self._lock:
             self._values[label_values] = self._values.get(label_values, 0.0) + amount
 
-    def value(self, *label_values: str) -> float:
-        return self._values.get(label_values, 0.0)
-
     def total(self) -> float:
         return sum(self._values.values())
 

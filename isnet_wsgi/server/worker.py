@@ -18,8 +18,8 @@ import re
 from gunicorn.http import errors as gunicorn_errors
 from gunicorn.workers.sync import SyncWorker
 
+from ..web.http import BadRequest, HTTPError, Response
 from .client_limits import ClientLimits, ClientTooSlowToRead, PacedSocket
-from .http import BadRequest, HTTPError, Response
 
 # Read size while throwing away what a client still sends after the answer.
 _LINGER_CHUNK_BYTES = 64 * 1024

@@ -10,20 +10,44 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import __version__, cgroup, imaging, memory
-from .cache import OffHeapBytes, ResultCache, digest
-from .config import Settings
-from .http import (BadRequest, HTTPError, PayloadTooLarge, Request, Response,
-                   ServiceUnavailable, Unauthorized, UnsupportedMediaType,
-                   attachment_header)
-from .metrics import CounterView, Gauge
-from .model import InferenceTimeout, Segmenter
-from .monitoring import MemoryGuard, Monitor
+from .. import __version__
+from ..config import Settings
+from ..file_names import split_file_name
+from ..image.errors import (
+    DecodeBudgetExceeded,
+    ImageTooLarge,
+    InvalidImage,
+    UnsupportedImage,
+)
+from ..model.segmenter import InferenceTimeout, Segmenter
+from ..options import OptionError, cache_key_part, color_options, remove_options
+from ..pipeline import Output, Pipeline
+from ..runtime import cgroup, memory
+from ..runtime.cache import OffHeapBytes, ResultCache, digest
+from ..runtime.metrics import CounterView, Gauge
 from .headers import parse_options_header
-from .multipart import (BoundaryError, Form, FormFile, MultipartError, MultipartLimitError,
-                        NotMultipartError, boundary_from_content_type, read_form)
-from .options import OptionError, cache_key_part, color_options, remove_options
-from .pipeline import Output, Pipeline, split_file_name
+from .http import (
+    BadRequest,
+    HTTPError,
+    PayloadTooLarge,
+    Request,
+    Response,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+    attachment_header,
+)
+from .monitoring import MemoryGuard, Monitor
+from .multipart import (
+    BoundaryError,
+    Form,
+    FormFile,
+    MultipartError,
+    MultipartLimitError,
+    NotMultipartError,
+    boundary_from_content_type,
+    read_form,
+)
 
 # Room for the form's other fields and part headers next to the file itself.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -35,10 +59,10 @@ RESPONSE_MARGIN_S = 5.0
 # (a short timeout, a long upload) is answered 503 at once, not killed.
 MIN_INFERENCE_BUDGET_S = 0.1
 _IMAGE_ERRORS = {
-    imaging.ImageTooLarge: PayloadTooLarge,
-    imaging.DecodeBudgetExceeded: PayloadTooLarge,
-    imaging.UnsupportedImage: UnsupportedMediaType,
-    imaging.InvalidImage: BadRequest,
+    ImageTooLarge: PayloadTooLarge,
+    DecodeBudgetExceeded: PayloadTooLarge,
+    UnsupportedImage: UnsupportedMediaType,
+    InvalidImage: BadRequest,
 }
 
 
@@ -176,7 +200,7 @@ class BackgroundAPI:
                                      code="model_unavailable", retry_after_s=5)
         try:
             return make()
-        except imaging.InvalidImage as error:
+        except InvalidImage as error:
             raise _IMAGE_ERRORS[type(error)](str(error), code=error.code) from None
         except InferenceTimeout:
             raise ServiceUnavailable("The image took too long to process.",
@@ -311,5 +335,3 @@ def _refuse_files_sent_as_text(values: dict[str, str], file_fields: tuple[str, .
                              f"multipart/form-data form (curl -F {name}=@photo.jpg).",
                              code=f"{name}_not_a_file")
 
-
-__all__ = ["BackgroundAPI", "HTTPError"]

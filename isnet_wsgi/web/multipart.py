@@ -42,17 +42,16 @@ class MultipartLimitError(MultipartError):
     """A size/count limit was exceeded. The app answers 413.
 
     ``limit`` names which: 'file', 'field', 'header' or 'parts' (the whole
-    body's limit is the reader's: http.BoundedReader); ``max_allowed`` is its
-    value, in bytes or parts, and ``code`` the API's name for it.
+    body's limit is the reader's: http.BoundedReader); ``code`` is the API's
+    name for it.
     """
 
     _CODES = {"file": "file_too_large", "field": "field_too_large",
               "header": "part_headers_too_large", "parts": "too_many_parts"}
 
-    def __init__(self, message: str, *, limit: str, max_allowed: int) -> None:
+    def __init__(self, message: str, *, limit: str) -> None:
         super().__init__(message)
         self.limit = limit
-        self.max_allowed = max_allowed
         self.code = self._CODES[limit]
 
 
@@ -219,7 +218,7 @@ class MultipartDecoder:
         self._part_count += 1
         if self._max_parts is not None and self._part_count > self._max_parts:
             message = f"a form may have at most {self._max_parts} parts"
-            raise MultipartLimitError(message, limit="parts", max_allowed=self._max_parts)
+            raise MultipartLimitError(message, limit="parts")
         self._state = _State.HEADERS
         self._header_scan = 0
         return self.next_event()
@@ -235,8 +234,7 @@ class MultipartDecoder:
         block_bytes = self._header_scan if line_end != -1 else len(buffer) + 1
         if block_bytes > self._max_header_bytes:
             message = f"a part's headers may be at most {self._max_header_bytes} bytes"
-            raise MultipartLimitError(message, limit="header",
-                                      max_allowed=self._max_header_bytes)
+            raise MultipartLimitError(message, limit="header")
         if line_end == -1:
             return self._need_data()
         event = _part_start(_parse_header_lines(bytes(buffer[:line_start])))
@@ -385,7 +383,7 @@ class _PartCollector:
             kind = "file" if self.start.filename is not None else "field"
             message = (f"a {kind} may be at most {self.max_bytes} bytes; "
                        f"{self.start.name!r} is larger")
-            raise MultipartLimitError(message, limit=kind, max_allowed=self.max_bytes)
+            raise MultipartLimitError(message, limit=kind)
         self.data.write(data)
 
     def add_to(self, form: Form) -> None:

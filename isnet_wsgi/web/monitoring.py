@@ -9,9 +9,9 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from . import memory
+from ..runtime import memory
+from ..runtime.metrics import Counter, Gauge, Histogram, Registry, SharedCounter
 from .http import Request, Response
-from .metrics import Counter, Gauge, Histogram, Registry, SharedCounter
 
 MIB = 1024 * 1024
 # The methods counted by name (RFC 9110's and PATCH); any other is counted as

@@ -1,20 +1,20 @@
-"""Images in and out: decode and validate, resize, compose, encode.
+"""Uploads to images: open and validate, check the budgets, decode, shrink.
 
 Everything here works on bytes and Pillow images in memory; nothing touches
-the disk. Errors are ``InvalidImage`` subclasses that the app maps to 4xx.
+the disk. The pixel and memory budgets are checked from the header, before
+any pixel is decoded. Errors are ``InvalidImage`` subclasses (errors.py).
 """
 
 from __future__ import annotations
 
 import io
-import re
 import struct
 import warnings
-from dataclasses import dataclass
 
-from PIL import Image, ImageChops, ImageFilter, ImageOps
+from PIL import Image
 
-from . import png, pngdecode, shrink
+from . import pngdecode, shrink
+from .errors import DecodeBudgetExceeded, ImageTooLarge, InvalidImage, UnsupportedImage
 
 # Pillow's names for the formats behind the allowed extensions. Opening is
 # restricted to these, so no other decoder ever sees untrusted bytes.
@@ -42,33 +42,6 @@ _TRANSPOSE_BY_ORIENTATION = {
     6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-# Mask values at or below this count as background when cropping: the
-# min-max normalised output leaves faint noise (1-5) far from the subject.
-SUBJECT_THRESHOLD = 16
-
-
-class InvalidImage(ValueError):
-    """The upload is not an image we can process (400)."""
-
-    code = "invalid_image"
-
-
-class UnsupportedImage(InvalidImage):
-    """The upload is an image in a format we do not accept (415)."""
-
-    code = "unsupported_image"
-
-
-class ImageTooLarge(InvalidImage):
-    """The image declares more pixels than the budget (413)."""
-
-    code = "image_too_large"
-
-
-class DecodeBudgetExceeded(ImageTooLarge):
-    """Decoding the image would take more memory than the budget (413)."""
-
-    code = "decode_budget_exceeded"
 
 
 def decode(data: bytes, *, formats: tuple[str, ...], max_pixels: int,
@@ -206,129 +179,3 @@ def _tiff_sample_bytes(tags) -> int:
     given = [b for b in (bits if isinstance(bits, tuple) else (bits,))
              if isinstance(b, int) and 0 < b <= 64]
     return -(-max(given, default=8) // 8)
-
-
-# A point() table: 255 where a pixel shows at all, 0 where it is fully transparent.
-_VISIBLE = [0] + [255] * 255
-
-
-def _alpha(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """The mask, multiplied by the image's own alpha where it has one."""
-    if image.mode == "RGBA":
-        return ImageChops.multiply(image.getchannel("A"), mask)
-    return mask
-
-
-def cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """The subject on transparency: the mask becomes the alpha channel.
-
-    An input that had its own alpha keeps it where the mask is opaque.
-    Fully transparent pixels are (0, 0, 0, 0), as in rembg's cut-outs: their
-    colour is invisible, and the PNG is about half the size for it.
-    """
-    alpha = _alpha(image, mask)
-    result = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    # PERF: Pillow, not numpy: its masked paste is 4x faster than boolean indexing.
-    result.paste(image if image.mode == "RGB" else image.convert("RGB"),
-                 mask=alpha.point(_VISIBLE))
-    result.putalpha(alpha)
-    return result
-
-
-def on_background(image: Image.Image, mask: Image.Image,
-                  background: Image.Image) -> Image.Image:
-    """The subject alpha-composited onto an RGB background of the same size."""
-    return Image.composite(image.convert("RGB"), background, _alpha(image, mask))
-
-
-def on_color(image: Image.Image, mask: Image.Image, rgb: tuple[int, int, int]) -> Image.Image:
-    """The subject alpha-composited onto a solid colour (soft edges blend)."""
-    return on_background(image, mask, Image.new("RGB", image.size, rgb))
-
-
-def blurred(image: Image.Image, radius_px: float) -> Image.Image:
-    """The image itself, Gaussian-blurred: a background that keeps the scene."""
-    return image.convert("RGB").filter(ImageFilter.GaussianBlur(radius_px))
-
-
-def cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Scale and centre-crop to exactly ``size``, filling it (CSS object-fit: cover)."""
-    return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS)
-
-
-def subject_box(mask: Image.Image, margin_px: int = 0) -> tuple[int, int, int, int] | None:
-    """The subject's bounding box plus a margin, clamped to the image; None if no subject."""
-    box = mask.point(lambda value: 255 if value > SUBJECT_THRESHOLD else 0).getbbox()
-    if box is None:
-        return None
-    left, top, right, bottom = box
-    width, height = mask.size
-    return (max(0, left - margin_px), max(0, top - margin_px),
-            min(width, right + margin_px), min(height, bottom + margin_px))
-
-
-@dataclass(frozen=True)
-class Encoding:
-    """An output format: how Pillow writes it, and how the answer names it."""
-
-    media_type: str
-    extension: str  # of the download, and the format option's short name
-    save_args: dict
-
-
-# Every format the service writes, by Pillow's name.
-ENCODINGS = {
-    # PNG output is written by png.py (4x faster than Pillow's encoder);
-    # these arguments are for the modes it does not write. Level 1: on a
-    # 1024-px cut-out, level 6 (Pillow's default) took 0.42 s, level 1 0.084 s.
-    "PNG": Encoding("image/png", "png", {"compress_level": 1}),
-    "JPEG": Encoding("image/jpeg", "jpg", {"quality": 90}),
-    # Lossless keeps the alpha and the colours exact, like PNG, in ~40% fewer
-    # bytes. PERF: in lossless mode quality is effort; 0 with method 3 takes
-    # ~0.3 s on 1024 px and is within 1% of the size of the slowest setting.
-    "WEBP": Encoding("image/webp", "webp", {"lossless": True, "quality": 0, "method": 3}),
-}
-
-
-def format_names(*image_formats: str) -> dict[str, str]:
-    """What a client may call each of these output formats: 'jpeg' and 'jpg' -> 'JPEG'."""
-    names = {}
-    for image_format in image_formats:
-        names[image_format.lower()] = image_format
-        names[ENCODINGS[image_format].extension] = image_format
-    return names
-
-
-def encode(image: Image.Image, image_format: str, *, threads: int = 1) -> bytes:
-    """The image in the format; ``threads`` may share PNG's compression."""
-    if image_format not in ENCODINGS:
-        raise ValueError(f"cannot encode {image_format}")
-    if image_format == "PNG" and image.mode in png.COLOUR_TYPES:
-        return png.encode(image, threads=threads)
-    if image_format == "JPEG" or (image_format == "WEBP" and image.mode == "L"):
-        # JPEG has no alpha; WebP has no greyscale mode.
-        image = image.convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, image_format, **ENCODINGS[image_format].save_args)
-    return buffer.getvalue()
-
-
-_HEX_COLOR = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
-# NOTE: [0-9], not \d, which takes any script's digits ("２５５"): numerals.py's rule.
-_RGB_TRIPLE = re.compile(r"([0-9]{1,3})\s*,\s*([0-9]{1,3})\s*,\s*([0-9]{1,3})")
-
-
-def parse_color(text: str) -> tuple[int, int, int]:
-    """'#RRGGBB', '#RGB' or 'R,G,B' (0-255 each) to an RGB tuple; ValueError otherwise."""
-    text = text.strip()
-    if match := _HEX_COLOR.fullmatch(text):
-        digits = match.group(1)
-        if len(digits) == 3:
-            digits = "".join(d * 2 for d in digits)
-        return tuple(int(digits[i:i + 2], 16) for i in (0, 2, 4))
-    if match := _RGB_TRIPLE.fullmatch(text):
-        rgb = tuple(int(part) for part in match.groups())
-        if all(0 <= part <= 255 for part in rgb):
-            return rgb
-        raise ValueError(f"color components must be 0-255, got {text!r}")
-    raise ValueError(f"not a color: {text!r}; use #RRGGBB, #RGB or R,G,B")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from .parallel import map_in_threads
+from ..runtime.parallel import map_in_threads
 
 Band = tuple[tuple[int, int], Image.Image]  # (left, top) in the result, and its pixels
 # Modes Pillow resamples as they are; both passes can then be taken apart.

@@ -14,7 +14,7 @@ import uuid
 from http import HTTPStatus
 from urllib.parse import parse_qs, quote
 
-from .numerals import parse_whole_number
+from ..numerals import parse_whole_number
 
 JSON_TYPE = "application/json"
 
@@ -93,7 +93,7 @@ class MethodNotAllowed(HTTPError):
 
 
 class RequestTimeout(HTTPError):
-    """The client sent its request too slowly (isnet_wsgi/client_limits.py)."""
+    """The client sent its request too slowly (isnet_wsgi/server/client_limits.py)."""
 
     status, code, message = 408, "request_timeout", "The request arrived too slowly."
 

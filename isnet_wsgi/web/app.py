@@ -6,7 +6,7 @@ import time
 import traceback
 from typing import Callable
 
-from .http import (HTTPError, MethodNotAllowed, NotFound, Request, Response)
+from .http import HTTPError, MethodNotAllowed, NotFound, Request, Response
 
 Handler = Callable[[Request], Response]
 
