@@ -18,7 +18,7 @@ export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 # onnxruntime must not phone home.
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup model browser run test bench clean image image-test
+.PHONY: setup model browser nginx run test bench clean image image-test
 
 setup: $(VENV)/.installed
 
@@ -42,7 +42,14 @@ browser:
 		apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; \
 	fi
 
-test: model browser
+# Debian's nginx, for tests/system/test_nginx.py: the test runs it in the
+# foreground on loopback with deploy/nginx/'s configuration. A no-op once installed.
+nginx:
+	@if [ ! -x /usr/sbin/nginx ]; then \
+		apt-get update && apt-get install -y --no-install-recommends nginx; \
+	fi
+
+test: model browser nginx
 	$(PY) -m pytest
 
 bench: model

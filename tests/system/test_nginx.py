@@ -47,8 +47,9 @@ def site_config(listen_port: int, upstream_port: int) -> str:
     """The shipped file with the two lines every user changes: where nginx
     listens and where the replica is."""
     text = SITE_CONFIG.read_text()
-    for line, replacement in (("listen 80;", f"listen {NGINX_ADDRESS}:{listen_port};"),
-                              ("server 127.0.0.1:5000;", f"server {NGINX_ADDRESS}:{upstream_port};")):
+    replacements = {"listen 80;": f"listen {NGINX_ADDRESS}:{listen_port};",
+                    "server 127.0.0.1:5000;": f"server {NGINX_ADDRESS}:{upstream_port};"}
+    for line, replacement in replacements.items():
         assert text.count(line) == 1, f"{SITE_CONFIG.name} should have one '{line}'"
         text = text.replace(line, replacement)
     return text
@@ -131,33 +132,34 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
         connection.close()
 
 
-def log_line(server, request_id: str, timeout_s: float = 10) -> str:
-    """gunicorn's log line that ends with this request id (its access log).
-
-    Both logs are written after the response has gone, so wait a moment.
-    """
+def wait_for_log(server, find, what: str, timeout_s: float = 10):
+    """What ``find`` finds in gunicorn's log. Both logs, gunicorn's access
+    log and the service's JSON lines, are written after the response has
+    gone, so wait a moment."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for line in server.log.splitlines():
-            if line.endswith(f" {request_id}"):
-                return line
+        found = find(server.log.splitlines())
+        if found is not None:
+            return found
         time.sleep(0.05)
-    raise AssertionError(f"no access log line for {request_id}:\n{server.log[-3000:]}")
+    raise AssertionError(f"no log line for {what}:\n{server.log[-3000:]}")
 
 
-def app_log(server) -> list[dict]:
-    return [json.loads(line) for line in server.log.splitlines() if line.startswith("{")]
+def access_log_line(server, request_id: str) -> str:
+    """gunicorn's access log line for this request id (GUNICORN_ENV's format ends with it)."""
+    return wait_for_log(server, lambda lines: next(
+        (line for line in lines if line.endswith(f" {request_id}")), None), request_id)
 
 
-def app_log_entry(server, request_id: str, timeout_s: float = 10) -> dict:
+def app_log(lines: list[str]) -> list[dict]:
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def app_log_entry(server, request_id: str) -> dict:
     """The service's own JSON line for this request id."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for entry in app_log(server):
-            if entry.get("request_id") == request_id:
-                return entry
-        time.sleep(0.05)
-    raise AssertionError(f"the service logged no request {request_id}:\n{server.log[-3000:]}")
+    return wait_for_log(server, lambda lines: next(
+        (entry for entry in app_log(lines) if entry.get("request_id") == request_id), None),
+        request_id)
 
 
 def assert_nginx_json_error(status: int, headers: dict, body: bytes, expected_status: int,
@@ -171,7 +173,7 @@ def assert_nginx_json_error(status: int, headers: dict, body: bytes, expected_st
 
 
 def test_a_removal_through_nginx(stack):
-    server, port = stack
+    _, port = stack
     body, content_type = multipart_body(photo_bytes("astronaut.png"), "astronaut.png")
     status, headers, answer = request(port, "POST", "/api/bg/remove", body,
                                       {"Content-Type": content_type})
@@ -227,8 +229,9 @@ def test_an_oversized_upload_is_refused_by_nginx_with_our_json_error(stack):
     # The one worker serves requests in order: once a later request is
     # logged, the refused one would have been too, had it reached gunicorn.
     request(port, "GET", "/api/bg/health", headers={"X-Request-ID": "after-too-large"})
-    log_line(server, "after-too-large")
-    assert "too-large" not in [entry.get("request_id") for entry in app_log(server)]
+    access_log_line(server, "after-too-large")
+    logged_ids = [entry.get("request_id") for entry in app_log(server.log.splitlines())]
+    assert "too-large" not in logged_ids
 
 
 def test_the_request_id_is_passed_through_or_made_by_nginx(stack):
@@ -249,7 +252,7 @@ def test_gunicorn_logs_the_clients_address_not_nginxs(stack):
     # A client's own X-Forwarded-For is replaced, not believed.
     request(port, "GET", "/api/bg/health",
             headers={"X-Request-ID": "who-asked", "X-Forwarded-For": "203.0.113.7"})
-    line = log_line(server, "who-asked")
+    line = access_log_line(server, "who-asked")
     client, proxy = line.split()[:2]
     assert (client, proxy) == (CLIENT_ADDRESS, NGINX_ADDRESS), line
     assert "203.0.113.7" not in line
