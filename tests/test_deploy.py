@@ -6,7 +6,8 @@ HEALTHCHECK, the model), and here kubernetes-validate checks the manifests
 in deploy/ against the official schemas of KUBERNETES_VERSIONS. What neither
 can see stays here: values that must equal the code's or the Makefile's
 (the command, the port, the probes' path, the malloc settings) and the
-manifests' references to each other.
+manifests' references to each other; and that what stands in front
+(deploy/nginx/isnet-wsgi.conf, deploy/ingress/ingress.yaml) keeps the service's limits.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from isnet_wsgi.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
+NGINX_CONFIG = DEPLOY / "nginx" / "isnet-wsgi.conf"
+# Applied on its own after deploy/ (deploy/ingress/ingress.yaml says why).
+INGRESS = DEPLOY / "ingress" / "ingress.yaml"
 HEALTH_PATH = "/api/bg/health"
 # The oldest Kubernetes the manifests are meant for, and the newest whose
 # schemas the pinned kubernetes-validate ships (it needs no network).
@@ -94,6 +98,24 @@ def kustomized_resources() -> list[dict]:
             for document in yaml.safe_load_all((DEPLOY / name).read_text()) if document]
 
 
+def nginx_directive(name: str) -> str:
+    """The value of the one `name ...;` in deploy/nginx/isnet-wsgi.conf."""
+    values = re.findall(rf"^\s*{name}\s+([^;]+);", NGINX_CONFIG.read_text(), re.MULTILINE)
+    assert len(values) == 1, f"{NGINX_CONFIG.name}: {name} {values}"
+    return values[0]
+
+
+def nginx_seconds(value: str) -> int:
+    """nginx's `75s` or ingress-nginx's `75` as seconds."""
+    return int(value.removesuffix("s"))
+
+
+def size_mb(value: str) -> int:
+    """nginx's size `17m` in MB (MiB, as MAX_UPLOAD_MB)."""
+    assert value.endswith("m"), f"{value}: give sizes in m"
+    return int(value[:-1])
+
+
 @pytest.fixture(scope="module")
 def manifests() -> dict[str, dict]:
     by_kind = {}
@@ -116,7 +138,13 @@ def container(pod) -> dict:
 
 @pytest.fixture(scope="module")
 def container_env(container) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in container["env"]}
+    """The literal values; a value from a Secret is not known here."""
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
+
+
+@pytest.fixture(scope="module")
+def ingress() -> dict:
+    return yaml.safe_load(INGRESS.read_text())
 
 
 # --- Kubernetes: the official schemas ------------------------------------------
@@ -129,6 +157,12 @@ def test_manifests_validate_against_the_kubernetes_schemas(version):
     assert {r["kind"] for r in resources} == {"Deployment", "Service", "HorizontalPodAutoscaler"}
     for resource in resources:
         assert kubernetes_validate.validate(resource, version, strict=True) == version
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_ingress_validates_against_the_kubernetes_schemas(ingress, version):
+    assert ingress["kind"] == "Ingress"
+    assert kubernetes_validate.validate(ingress, version, strict=True) == version
 
 
 def test_the_schema_check_rejects_a_misspelt_probe_field(manifests):
@@ -274,3 +308,57 @@ def test_autoscaler_scales_the_deployment_on_cpu(manifests, container):
     assert metric["resource"]["name"] == "cpu" and 0 < metric["resource"]["target"]["averageUtilization"] <= 100
     assert "cpu" in container["resources"]["requests"], "CPU utilisation is relative to the request"
     assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
+
+
+def test_the_api_key_comes_from_an_optional_secret(container):
+    """Without the Secret the pod still starts (open endpoints); with it, the key is set."""
+    (api_key,) = [item for item in container["env"] if item["name"] == "API_KEY"]
+    reference = api_key["valueFrom"]["secretKeyRef"]
+    assert reference["optional"] is True and reference["name"] and reference["key"]
+    assert Settings.from_env({"API_KEY": "from-the-secret"}).api_key == "from-the-secret"
+    assert Settings.from_env({}).api_key is None
+
+
+# --- In front: deploy/nginx/ and the Ingress ----------------------------------------
+
+
+def test_the_proxy_body_limit_follows_max_upload_mb():
+    """The largest body the service takes is two files of MAX_UPLOAD_MB (a
+    photo and a background) and a form around them: nginx allows that and no
+    more than 1 MB over it."""
+    max_upload_mb = Settings.from_env({}).max_upload_mb
+    limit_mb = size_mb(nginx_directive("client_max_body_size"))
+    assert 2 * max_upload_mb < limit_mb <= 2 * max_upload_mb + 1
+
+
+def test_the_proxy_outwaits_a_request():
+    """The service's own 503 for a request past its deadline reaches the
+    client, not nginx's 504."""
+    request_timeout_s = Settings.from_env({}).request_timeout_s
+    for name in ("proxy_read_timeout", "proxy_send_timeout"):
+        assert nginx_seconds(nginx_directive(name)) > request_timeout_s, name
+
+
+def test_the_ingress_has_the_nginx_configs_settings(ingress):
+    annotations = {key.removeprefix("nginx.ingress.kubernetes.io/"): value
+                   for key, value in ingress["metadata"]["annotations"].items()}
+    assert annotations["proxy-body-size"] == nginx_directive("client_max_body_size")
+    assert annotations["client-body-buffer-size"] == nginx_directive("client_body_buffer_size")
+    for name in ("proxy-request-buffering", "proxy-buffering"):
+        assert annotations[name] == nginx_directive(name.replace("-", "_")) == "on", name
+    for name in ("proxy-connect-timeout", "proxy-send-timeout", "proxy-read-timeout"):
+        assert nginx_seconds(annotations[name]) == nginx_seconds(
+            nginx_directive(name.replace("-", "_"))), name
+    # ingress-nginx has no least_conn; EWMA is its least-busy choice.
+    assert re.search(r"^\s*least_conn;", NGINX_CONFIG.read_text(), re.MULTILINE)
+    assert annotations["load-balance"] == "ewma"
+
+
+def test_the_ingress_routes_everything_to_the_service(ingress, manifests):
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix")
+    backend = path["backend"]["service"]
+    service = manifests["Service"]
+    assert backend["name"] == service["metadata"]["name"]
+    assert backend["port"]["name"] in [port["name"] for port in service["spec"]["ports"]]
