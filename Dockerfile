@@ -25,8 +25,8 @@ RUN apt-get update \
 
 WORKDIR /src
 # Dependencies first: this layer is reused until a requirements file changes.
-COPY requirements.txt requirements-dev.txt ./
-RUN pip install -r requirements-dev.txt
+COPY requirements.txt requirements-build.txt ./
+RUN pip install -r requirements-build.txt
 
 COPY models/ models/
 # Fails the build if either file is missing or empty, not the first request.

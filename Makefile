@@ -18,13 +18,23 @@ export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 # onnxruntime must not phone home.
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup model browser nginx run test bench clean image image-test
+.PHONY: setup dev-setup model browser nginx run test bench clean image image-test
 
+# What running needs: the service's dependencies and the model build's `onnx`
+# (requirements-build.txt). The test tools come with `make test` only.
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-build.txt
+	@echo "isnet-wsgi: installing the runtime into $(VENV) (first run only)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-build.txt
+	touch $@
+
+dev-setup: $(VENV)/.dev-installed
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	@echo "isnet-wsgi: installing the test tools into $(VENV)"
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -32,6 +42,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 model: setup
 	$(PY) -m models.build
 
+# gunicorn prints the docs' address once it listens (gunicorn.conf.py, when_ready).
 run: model
 	PORT=$(PORT) exec $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
@@ -49,16 +60,16 @@ nginx:
 		apt-get update && apt-get install -y --no-install-recommends nginx; \
 	fi
 
-test: model browser nginx
+test: model dev-setup browser nginx
 	$(PY) -m pytest
 
-bench: model
+bench: model dev-setup
 	$(PY) -m bench
 
 # The Dockerfile, both stages, built with buildah (no Docker daemon) on a local
 # Debian bookworm base; then the image run and checked (deploy/README.md).
 # Root only; installs buildah and debootstrap with apt-get if missing.
-image: setup
+image: dev-setup
 	$(PY) -m deploy.image.build
 
 image-test: image

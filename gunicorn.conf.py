@@ -61,6 +61,12 @@ loglevel = "info"
 
 
 # --- Hooks -----------------------------------------------------------------
+def when_ready(server):
+    """Say where the docs are once the socket listens: the first thing a new user needs."""
+    server.log.info("isnet-wsgi is listening: open http://localhost:%s/ for the docs",
+                    _settings.port)
+
+
 def post_worker_init(worker):
     """Create the onnxruntime session in the worker, not the master.
 

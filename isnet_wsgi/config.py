@@ -19,7 +19,12 @@ from .numerals import parse_boolean, parse_decimal_number, parse_whole_number
 from .runtime import cgroup
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "isnet-general-tiny.onnx"
+MODEL_FILE_NAME = "isnet-general-tiny.onnx"
+# An installed package (`pip install .`, setup.py) carries the model inside it;
+# a checkout keeps it where `make model` builds it.
+_INSTALLED_MODEL_PATH = Path(__file__).resolve().parent / "models" / MODEL_FILE_NAME
+DEFAULT_MODEL_PATH = (_INSTALLED_MODEL_PATH if _INSTALLED_MODEL_PATH.is_file()
+                      else PROJECT_ROOT / "models" / MODEL_FILE_NAME)
 DEFAULT_EXTENSIONS = ("png", "jpg", "jpeg", "gif", "bmp", "tiff", "webp")
 MIB = 1024 * 1024
 

@@ -42,11 +42,11 @@ SERVICE_UID = 10001
 START_TIMEOUT_S = 120
 REQUEST_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
-# requirements-dev.txt's own packages: the build stage's, never the runtime's.
+# The model build's and the tests' packages: never in the runtime image.
 BUILD_ONLY_MODULES = ("onnx", "pytest", "webtest", "hypothesis", "kubernetes_validate")
 # The build context as buildah cuts it with .dockerignore: what the Dockerfile
 # COPYs must be in it; local state, tests and a checkout's own model must not.
-CONTEXT_NEEDS = ("requirements.txt", "requirements-dev.txt", "gunicorn.conf.py", "isnet_wsgi/web/app.py",
+CONTEXT_NEEDS = ("requirements.txt", "requirements-build.txt", "gunicorn.conf.py", "isnet_wsgi/web/app.py",
                  "models/build.py", "models/isnet-general-tiny.json", "models/calibration")
 CONTEXT_EXCLUDES = (".git", ".venv", ".image-cache", ".pytest_cache", "tests", "bench", "deploy",
                     "models/isnet-general-tiny.onnx")
