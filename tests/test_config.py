@@ -49,10 +49,15 @@ def test_the_api_key_is_never_shown():
 
 
 def _readme_settings_table() -> dict[str, str]:
-    """The README's settings table: variable -> its default cell."""
+    """The README's settings tables, one per purpose (its "### ..." groups
+    under "## Settings"): variable -> its default cell. A variable in two
+    groups would be two places to keep in step, so each appears once."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("\n## Settings", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", section, flags=re.MULTILINE)
+    names = [name for name, _ in rows]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    assert not twice, f"the README lists these settings twice: {twice}"
     return {name: cell.strip() for name, cell in rows}
 
 
