@@ -26,7 +26,7 @@ preload_app = True
 # --- Server socket ---------------------------------------------------------
 bind = f"0.0.0.0:{_settings.port}"
 # Connections the kernel queues while the single worker is busy. Beyond this
-# clients get "connection refused" (see README, "Deployment").
+# clients get "connection refused" (see deploy/README.md, "In front of it").
 backlog = 64
 
 # --- Worker processes ------------------------------------------------------

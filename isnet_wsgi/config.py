@@ -137,7 +137,7 @@ class Settings:
                                   meaning="onnxruntime's CPU memory arena")
     # PERF: one arena kept between requests: 0.79x the latency of fresh
     # memory each run at the same worker peak for a 1024-px request (241 vs
-    # 242 MB), ~100 MB more in the worst case (README, "Memory and speed");
+    # 242 MB), ~100 MB more in the worst case (docs/memory.md);
     # hence only in containers of ARENA_MIN_MEMORY_MB or more.
     ort_arena_mb: int = setting(
         192, env="ORT_ARENA_MB", low=0, high=1 << 20,
@@ -153,7 +153,7 @@ class Settings:
     # PERF: a request's own buffers (decode, resize, mask, cut-out, encode:
     # ~40 MB in all) mapped afresh cost ~10,000 page faults per 1024-px
     # request; from a heap kept between requests, 3-6: 0.95-0.96x the
-    # latency for +4 MB of peak (README, "Memory and speed"). Each of those
+    # latency for +4 MB of peak (docs/memory.md). Each of those
     # faults was a fresh 2 MiB huge page until the heap kept its top pad
     # too (memory.keep_heap): 4 a request now.
     request_heap_mb: int = setting(
