@@ -37,8 +37,9 @@ RUN python -m models.build \
 # --- Runtime stage: the service and its runtime dependencies only ------------
 FROM ${BASE_IMAGE} AS runtime
 
-# The malloc values are the Makefile's: glibc reads them at process start, so
-# they must be in the environment, not set by the app (see README, "Memory").
+# The malloc values are malloc.env's, as `make run` exports them (checked by
+# tests/test_bench_harness.py): glibc reads them at process start, so they
+# must be in the environment, not set by the app.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \

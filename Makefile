@@ -7,14 +7,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 5000
 
-# glibc: serve large tensors from mmap and give them back on free, instead of
-# keeping them in the heap (see README, "Memory"). Worth ~150-250 MB of peak RSS.
-export MALLOC_MMAP_THRESHOLD_ ?= 65536
-export MALLOC_TRIM_THRESHOLD_ ?= 131072
-# ...and back those mmaps with transparent huge pages where the kernel allows:
-# fewer page faults per run, same peak (make bench: 1.43x -> 1.14x of ORT's
-# default-options latency at ~275 MB; worker 1.04 -> 0.95 s, 239 -> 240 MB).
-export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
+# glibc's malloc settings for the service (large tensors from mmap, given back
+# on free, on huge pages): malloc.env says which and why; bench/ and tests/
+# read the same file. glibc reads them at process start, so they are exported
+# to everything make runs. Another value: on make's command line
+# (`make run GLIBC_TUNABLES=`), which wins over the file.
+include malloc.env
+export $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' malloc.env)
 # onnxruntime must not phone home.
 export ORT_DISABLE_TELEMETRY := 1
 
@@ -63,8 +62,9 @@ nginx:
 test: model dev-setup browser nginx
 	$(PY) -m pytest
 
+# bench/README.md: the sections; `python -m bench SECTION --help`.
 bench: model dev-setup
-	$(PY) -m bench
+	$(PY) -m bench all
 
 # The Dockerfile, both stages, built with buildah (no Docker daemon) on a local
 # Debian bookworm base; then the image run and checked (deploy/README.md).

@@ -1,6 +1,6 @@
 """A bare onnxruntime session in its own fresh process, run on demand.
 
-`python -m bench.one_config --serve` with a point's environment: it loads the
+`python -m bench.bare_child` with a point's environment: it loads the
 model, answers "ready", then runs each tensor path written to its stdin and
 answers with the run's seconds, CPU seconds and VmHWM. Several of these stay
 up side by side so their runs can be interleaved A/B/C/A/B/C in the same
@@ -29,15 +29,14 @@ class NotInstalled(RuntimeError):
 
 
 class BareSession:
-    def __init__(self, config: Config, model: Path, tensors: Path):
+    def __init__(self, config: Config, model: Path):
         env = config.process_env(dict(os.environ))
         if env is None:
             raise NotInstalled(f"{config.allocator} not installed (see bench/README.md)")
-        env["ORT_DISABLE_TELEMETRY"] = "1"
         self.name = config.name
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.one_config", "--serve", "--model", str(model),
-             "--tensors", str(tensors), "--spec", json.dumps(dataclasses.asdict(config))],
+            [sys.executable, "-m", "bench.bare_child", "--model", str(model),
+             "--spec", json.dumps(dataclasses.asdict(config))],
             cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         ready = self._answer()

@@ -1,9 +1,9 @@
 """Where one /api/bg/remove request's time goes, measured inside the gunicorn worker.
 
-`python -m bench.breakdown [--requests N] [--checkout DIR] [--env NAME=VALUE ...]`
+`python -m bench breakdown [--requests N] [--checkout DIR] [--env NAME=VALUE ...]`
 
-Starts the service as `make run` does (gunicorn.conf.py, make run's malloc
-environment, loopback) but through bench/breakdown_gunicorn.py, which wraps
+Starts the service as `make run` does (gunicorn.conf.py, malloc.env,
+loopback; bench/harness.py) but through bench/breakdown_gunicorn.py, which wraps
 the request path's steps with timers after the worker has started. Each
 request appends one JSON line: wall seconds and minor page faults of each
 step (multipart read, decode, model input, inference, mask, cut-out, encode,
@@ -17,7 +17,6 @@ under a millisecond per request.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -108,7 +107,16 @@ def instrument(log_path: str, worker) -> None:
         *path, name = attribute.split(".")
         for part in path:
             owner = getattr(owner, part)
-        setattr(owner, name, recorder.timed(label, getattr(owner, name)))
+        original = getattr(owner, name)
+        timed = recorder.timed(label, original)
+        setattr(owner, name, timed)
+        # NOTE: a module that did `from isnet_wsgi.image.encode import encode`
+        # holds the function itself: replace it there too.
+        for module in list(sys.modules.values()):
+            if getattr(module, "__name__", "").startswith("isnet_wsgi"):
+                for held_as, value in list(vars(module).items()):
+                    if value is original:
+                        setattr(module, held_as, timed)
     handle = recorder.timed("handle_request", worker.handle_request, outer=True)
 
     def handle_request(*args, **kwargs):
@@ -121,65 +129,63 @@ def instrument(log_path: str, worker) -> None:
 
 # --- The driver -------------------------------------------------------------
 
-def _service(checkout: Path, model: Path, env_extra: dict, log_dir: Path, log_path: Path):
-    from bench.ab import service  # noqa: PLC0415
-    return service(checkout, model, {**env_extra, "BREAKDOWN_LOG": str(log_path),
-                                     "BREAKDOWN_CHECKOUT": str(checkout),
-                                     "PYTHONPATH": f"{checkout}{os.pathsep}{ROOT}"},
-                   log_dir, config=str(ROOT / "bench" / "breakdown_gunicorn.py"), label="breakdown")
+HELP = "where one request's time goes, step by step, inside the gunicorn worker"
 
 
-def main(argv=None) -> int:
-    from bench import photos  # noqa: PLC0415
-    parser = argparse.ArgumentParser(prog="python -m bench.breakdown", description=__doc__)
+def add_arguments(parser) -> None:
     parser.add_argument("--requests", type=int, default=12)
     parser.add_argument("--photo", default="coffee.png", help="one of bench/photos.py's")
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "isnet-general-tiny.onnx")
     parser.add_argument("--checkout", type=Path, default=ROOT,
                         help="the service's code from this directory (a git worktree)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
-    args = parser.parse_args(argv)
+
+
+def run(args) -> int:
+    from bench import harness, photos  # noqa: PLC0415  (not in the worker, which loads this file)
     env_extra = dict(item.split("=", 1) for item in args.env)
-    uploads = dict(photos.uploads())
+    checkout = args.checkout.resolve()
     name = Path(args.photo).stem + ".png"
-    upload = uploads[name]
+    upload = dict(photos.uploads())[name]
     with tempfile.TemporaryDirectory(prefix="breakdown-") as folder:
         log_path = Path(folder) / "steps.jsonl"
-        client_s = []
-        with _service(args.checkout.resolve(), args.model.resolve(), env_extra, Path(folder),
-                      log_path) as server:
+        env = {**env_extra, "BREAKDOWN_LOG": str(log_path), "BREAKDOWN_CHECKOUT": str(checkout),
+               "PYTHONPATH": f"{checkout}{os.pathsep}{ROOT}"}
+        with harness.service(args.model.resolve(), Path(folder), env=env, checkout=checkout,
+                             config=str(ROOT / "bench" / "breakdown_gunicorn.py"),
+                             label="breakdown") as server:
             try:
                 server.start()
             except RuntimeError:
                 sys.stderr.write(server.log_path.read_text()[-3000:])
                 raise
             server.remove_background(name, photos.unique(upload))  # warm-up, not counted
-            for _ in range(args.requests):
-                removal = server.removal(name, photos.unique(upload))
-                started = time.perf_counter()
-                server.send(removal)
-                client_s.append(time.perf_counter() - started)
+            step = harness.Step("client", lambda filename, data: server.removal(
+                filename, photos.unique(data)), server.send)
+            client_s = harness.interleave([step], [(name, upload)], args.requests).seconds["client"]
         records = [json.loads(line) for line in log_path.read_text().splitlines()]
     records = [r for r in records if "inference" in r][1:]  # drop the warm-up
     print(f"photo {name}, {len(records)} requests, checkout {args.checkout}, "
           f"env {env_extra or '-'}, load average {os.getloadavg()[0]:.2f} "
           "(the timers reset VmHWM per step: the peaks are per step, the request's "
           "is handle_request's)")
-    total = statistics.median(client_s)
+    _print_table(records, statistics.median(client_s))
+    return 0
+
+
+def _print_table(records: list[dict], total: float) -> None:
     print("| step | median ms | share of client wall | minor faults | peak RSS MB (max) |\n"
           "|---|---|---|---|---|")
     for label, *_ in STEPS + (("handle_request",),):
+        if not any(label in r for r in records):
+            print(f"| {label} | not called (see STEPS in bench/breakdown.py) | | | |")
+            continue
         ms = statistics.median(r[label][0] for r in records if label in r) * 1000
         faults = statistics.median(r[label][1] for r in records if label in r)
         peak = max(r[label][2] for r in records if label in r)
         print(f"| {label} | {ms:.1f} | {ms / 1000 / total:.1%} | {faults:.0f} | {peak:.1f} |")
-    rest = statistics.median(r["handle_request"][0] - sum(r[label][0] for label, *_ in STEPS)
+    rest = statistics.median(r["handle_request"][0] - sum(r[label][0] for label, *_ in STEPS
+                                                          if label in r)
                              for r in records)
     print(f"| handle_request less the steps (HTTP, routing, response) | {rest * 1000:.1f} | "
           f"{rest / total:.1%} | | |")
     print(f"| client wall | {total * 1000:.1f} | 100% | | |")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The memory/latency frontier: every candidate configuration in a fresh process.
+"""The memory/latency frontier: every live point (bench/configs.py) in a fresh process.
 
 The machine is shared, and another job's load comes and goes by the minute,
 so points are not timed one after another. They are measured in groups: the
@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from bench.bare import BareSession, NotInstalled
-from bench.configs import BY_NAME, Config
+from bench.configs import Config, by_name
 from bench.stats import percentile
 
 REFERENCE = "ort-defaults"
@@ -22,11 +22,11 @@ REFERENCE = "ort-defaults"
 GROUP_SIZE = 5
 
 
-def _open(points: list[Config], model: Path, tensors: Path, failures: dict, log):
+def _open(points: list[Config], model: Path, failures: dict, log):
     sessions = []
     for config in points:
         try:
-            sessions.append(BareSession(config, model, tensors))
+            sessions.append(BareSession(config, model))
         except (NotInstalled, RuntimeError) as error:
             failures[config.name] = str(error)
             log(f"  {config.name:<20} FAILED: {error}")
@@ -66,7 +66,7 @@ def _row(name: str, groups: list[dict], ratios: list[float]) -> dict:
 
 def run(configs: list[Config], model: Path, tensors: Path, *, runs: int, log=print) -> list[dict]:
     tensor_paths = sorted(tensors.glob("*.npy"))
-    reference = BY_NAME[REFERENCE]
+    reference = by_name()[REFERENCE]
     others = [config for config in configs if config.name != REFERENCE]
     groups = [others[i:i + GROUP_SIZE] for i in range(0, len(others), GROUP_SIZE)] or [[]]
     measured: dict[str, list[dict]] = {REFERENCE: []}
@@ -74,7 +74,7 @@ def run(configs: list[Config], model: Path, tensors: Path, *, runs: int, log=pri
     failures: dict[str, str] = {}
     for number, group in enumerate(groups, 1):
         log(f"  group {number}/{len(groups)}: {', '.join(c.name for c in [reference] + group)}")
-        sessions = _open([reference] + group, model, tensors, failures, log)
+        sessions = _open([reference] + group, model, failures, log)
         try:
             samples = _run_group(sessions, tensor_paths, runs)
         finally:

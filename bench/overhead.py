@@ -1,9 +1,10 @@
 """The service's overhead: /api/bg/remove through gunicorn vs a bare session.
 
-Three things run at once and are timed in turn over the same photos:
-the service (HTTP, multipart, decode, resize, inference, mask, PNG encode),
-a bare onnxruntime session with the service's session options and malloc
-environment, and a bare session with onnxruntime's defaults. Also the
+Three things run at once and are timed in turn over the same photos
+(bench/harness.py, ``interleave``): the service as `make run` starts it
+(HTTP, multipart, decode, resize, inference, mask, PNG encode), a bare
+onnxruntime session at the service's point (its session options and
+malloc.env), and a bare session with onnxruntime's defaults. Also the
 worker's VmHWM after start-up and after its first 1024-px request.
 """
 
@@ -13,14 +14,13 @@ import statistics
 import time
 from pathlib import Path
 
-from bench import photos
+from bench import harness, photos
 from bench.bare import BareSession
-from bench.configs import BY_NAME, Config
-from bench.servers import OurService
+from bench.configs import by_name
 from isnet_wsgi.runtime import memory
 
 
-def _worker_peaks(service: OurService, upload) -> dict:
+def _worker_peaks(service: harness.Server, upload) -> dict:
     worker = service.worker_pids()[0]
     idle_hwm = memory.peak_rss_mb(worker)
     started = time.perf_counter()
@@ -30,40 +30,33 @@ def _worker_peaks(service: OurService, upload) -> dict:
             "worker_hwm_one_request_mb": memory.peak_rss_mb(worker)}
 
 
-def run(service_model_path: Path, model: Path, tensors: Path, *, bare_config: Config,
-        service_config: Config | None, rounds: int, log=print) -> dict:
+def bare_steps(sessions: dict[str, BareSession], tensors: Path) -> list[harness.Step]:
+    """A step per bare session: the photo's tensor (made beforehand), run in the
+    child, which times the run itself (no pipe overhead)."""
+    by_stem = {path.stem: path for path in tensors.glob("*.npy")}
+    return [harness.Step(label, lambda name, data: by_stem[Path(name).stem],
+                         lambda path, session=session: session.run(path)["seconds"])
+            for label, session in sessions.items()]
+
+
+def run(service_model_path: Path, model: Path, tensors: Path, *, rounds: int,
+        log=print) -> dict:
     uploads = photos.uploads()
-    tensor_paths = sorted(tensors.glob("*.npy"))
-    by_stem = {path.stem: path for path in tensor_paths}
-    seconds = {"service": [], "bare": [], "bare-ort-defaults": []}
-    with OurService.create(service_model_path, tensors.parent, service_config) as service:
+    first_tensor = sorted(tensors.glob("*.npy"))[0]
+    points = by_name()
+    with harness.service(service_model_path, tensors.parent) as service:
         service.start()
         facts = _worker_peaks(service, uploads[0])
         log(f"  worker VmHWM {facts['worker_hwm_idle_mb']:.0f} MB idle, "
             f"{facts['worker_hwm_one_request_mb']:.0f} MB after one 1024-px request")
-        with BareSession(bare_config, model, tensors) as bare, \
-                BareSession(BY_NAME["ort-defaults"], model, tensors) as defaults:
-            bare.run(tensor_paths[0])  # warm-up, as the service's first request was
-            defaults.run(tensor_paths[0])
-
-            def tensor_of(name: str, data: bytes) -> Path:
-                return by_stem[Path(name).stem]
-
-            # (label, what it sends, built before the clock starts; the exchange, timed)
-            steps = [("service", lambda name, data: service.removal(name, photos.unique(data)),
-                      service.send),
-                     ("bare", tensor_of, lambda path: bare.run(path)["seconds"]),
-                     ("bare-ort-defaults", tensor_of, lambda path: defaults.run(path)["seconds"])]
-            for round_index in range(rounds):
-                for index, upload in enumerate(uploads):
-                    shift = (round_index + index) % len(steps)  # rotate who goes first
-                    for label, prepare, step in steps[shift:] + steps[:shift]:
-                        sent = prepare(*upload)
-                        started = time.perf_counter()
-                        answer = step(sent)
-                        # The bare children time the run itself: no pipe overhead.
-                        spent = answer if isinstance(answer, float) else time.perf_counter() - started
-                        seconds[label].append(spent)
+        with BareSession(points["service"], model) as bare, \
+                BareSession(points["ort-defaults"], model) as defaults:
+            bare.run(first_tensor)  # warm-up, as the service's first request was
+            defaults.run(first_tensor)
+            steps = [harness.Step("service", lambda name, data: service.removal(
+                name, photos.unique(data)), service.send)]
+            steps += bare_steps({"bare": bare, "bare-ort-defaults": defaults}, tensors)
+            seconds = harness.interleave(steps, uploads, rounds).seconds
             facts["bare_hwm_mb"] = bare.last["hwm_mb"]
             facts["bare_ort_defaults_hwm_mb"] = defaults.last["hwm_mb"]
         facts["worker_hwm_end_mb"] = memory.peak_rss_mb(facts["worker_pid"])

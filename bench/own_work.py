@@ -1,6 +1,6 @@
 """The service's own steps on one core and on the worker's cores, photo by photo.
 
-    python -m bench.own_work [--runs N] [--folder DIR]
+    python -m bench own-work [--runs N] [--folder DIR]
 
 In-process, in a process set up as a worker is (the session started, so the
 kept heap and the glibc arenas are the worker's). For each photo (default:
@@ -14,7 +14,6 @@ both ways are checked equal.
 
 from __future__ import annotations
 
-import argparse
 import io
 import statistics
 import time
@@ -23,13 +22,14 @@ from pathlib import Path
 from PIL import Image
 
 from bench.report import table
+from isnet_wsgi.config import Settings
 from isnet_wsgi.image import compose, png, pngdecode
 from isnet_wsgi.model.segmenter import Segmenter, mask_from_output
-from tests.helpers import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT = ROOT / "models" / "hardset" / "held-out"
 STEPS = ("decode", "model input", "mask", "encode")
+HELP = "the service's own steps (decode, model input, mask, encode), 1 thread vs the worker's"
 
 
 def median_ms(function, runs: int) -> float:
@@ -75,12 +75,14 @@ def one_photo(path: Path, segmenter: Segmenter, threads: int, runs: int) -> dict
                for step, (one, many) in pairs.items()}}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.own_work", description=__doc__)
+def add_arguments(parser) -> None:
     parser.add_argument("--runs", type=int, default=9)
-    parser.add_argument("--folder", type=Path, default=HELD_OUT)
-    args = parser.parse_args(argv)
-    settings = make_settings()
+    parser.add_argument("--folder", type=Path, default=HELD_OUT,
+                        help="photos (.jpg, .png); default: the held-out hard set")
+
+
+def run(args) -> int:
+    settings = Settings.from_env({"MODEL_PATH": str(args.model)})
     segmenter = Segmenter.from_settings(settings)
     segmenter.start()
     threads = settings.intra_op_threads
@@ -98,7 +100,3 @@ def main(argv=None) -> int:
     print(f"- the four steps: median {statistics.median(one):.1f} -> "
           f"{statistics.median(many):.1f} ms a photo")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.harness import children
 from isnet_wsgi.runtime import memory
 
 
@@ -21,16 +22,6 @@ def _rss_mb(pid: int) -> float:
         return memory.rss_mb(pid)
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(child) for child in (task / "children").read_text().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return found
 
 
 def tree(pid: int) -> list[int]:

@@ -40,15 +40,6 @@ def frontier_table(rows: list[dict], configs: dict, reference: str = "ort-defaul
     return table(headers, out)
 
 
-def stages_table(rows: list[dict]) -> str:
-    out = [[row["name"], f"{row['vs_default']:.2f}x", row["median_s"], row["p95_s"],
-            row["hwm_mb"], row["size_mb"], f"{row['iou_min']:.4f}"] for row in rows]
-    headers = ["kept in fp32", "time vs default (same minutes)", "median s", "p95 s",
-               "peak RSS MB (VmHWM)", "file MB", "min IoU vs fp32, held-out"]
-    runs = ", ".join(sorted({str(row["runs"]) for row in rows}))
-    return table(headers, out) + f"\n\nTimed runs per variant: {runs}."
-
-
 def write_results(sections: list[tuple[str, str]], header: str) -> Path:
     """Write the run's sections to bench/results/<date>.md (a second run the same day
     gets <date>-2.md, so a record is never overwritten)."""

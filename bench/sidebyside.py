@@ -21,8 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench import installsize, photos, procfs
-from bench.servers import REMBG_VENV, OurService, Rembg
+from bench import harness, installsize, photos, procfs
+from bench.rembg import REMBG_VENV, Rembg
 from bench.stats import percentile
 from isnet_wsgi.runtime import memory
 from models.measure import mask_iou
@@ -48,20 +48,19 @@ def _first_cutout(server, upload, facts: dict) -> bytes:
 
 
 def _alternate(servers, uploads, rounds: int, log) -> tuple[dict, dict]:
-    seconds = {server.name: [] for server in servers}
-    cutouts: dict[str, dict[str, bytes]] = {server.name: {} for server in servers}
-    flip = False
-    for round_index in range(rounds):
-        for filename, data in uploads:
-            for server in (servers[::-1] if flip else servers):
-                removal = server.removal(filename, photos.unique(data))
-                started = time.perf_counter()
-                cutouts[server.name][filename] = server.send(removal)
-                seconds[server.name].append(time.perf_counter() - started)
-            flip = not flip
+    """A/B, then B/A on the next photo (harness.interleave's rotation)."""
+    steps = [harness.Step(server.name, lambda filename, data, server=server: server.removal(
+        filename, photos.unique(data)), server.send) for server in servers]
+
+    def after_round(round_index: int, timings: harness.Timings) -> None:
         log(f"  round {round_index + 1}: " + ", ".join(
-            f"{name} median {statistics.median(values):.2f} s" for name, values in seconds.items()))
-    return seconds, cutouts
+            f"{name} median {statistics.median(values):.2f} s"
+            for name, values in timings.seconds.items()))
+
+    timings = harness.interleave(steps, uploads, rounds, after_round=after_round)
+    cutouts = {server.name: {photo: answers[server.name]
+                             for photo, answers in timings.answers.items()} for server in servers}
+    return timings.seconds, cutouts
 
 
 def _concurrent(server, uploads, log) -> dict:
@@ -89,9 +88,9 @@ def _concurrent(server, uploads, log) -> dict:
 
 
 def run(model_path: Path, service_model_path: Path, scratch: Path, *, rounds: int,
-        service_config=None, log=print) -> dict:
+        log=print) -> dict:
     uploads = photos.uploads()
-    ours = OurService.create(service_model_path, scratch, service_config)
+    ours = harness.service(service_model_path, scratch)
     theirs = Rembg.create(model_path.resolve(), scratch)
     facts = {ours.name: {}, theirs.name: {}}
     with ours, theirs:

@@ -7,11 +7,11 @@ import io
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 from PIL import Image
 
+from bench.harness import multipart_body  # noqa: F401  (tests import it from here)
 from isnet_wsgi.config import Settings
 
 DATA = Path(__file__).parent / "data"
@@ -40,23 +40,6 @@ def open_image(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
-
-
-def multipart_body(data: bytes, filename: str, fields: dict[str, str] | None = None, *,
-                   disposition: str | None = None) -> tuple[bytes, str]:
-    """A multipart/form-data body as curl sends it: fields, then the file.
-
-    ``disposition`` replaces the file part's Content-Disposition value, to
-    send names exactly as a hostile client would.
-    """
-    boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-             f"{value}\r\n".encode() for name, value in (fields or {}).items()]
-    disposition = disposition or f'form-data; name="file"; filename="{filename}"'
-    parts.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-                 "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def reset_peak_rss() -> None:

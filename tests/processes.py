@@ -10,37 +10,15 @@ still alive, so the suite can fail on it (tests/conftest.py).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-from contextlib import contextmanager
 from pathlib import Path
+
+# NOTE: the bench stops its servers the same way; both use bench/harness.py's.
+from bench.harness import process_group, stop_group  # noqa: F401  (tests import them from here)
 
 # Set in the test session's environment; every process the tests start
 # inherits it, whoever starts it, so /proc/PID/environ names its owner.
 SESSION_VARIABLE = "ISNET_TEST_SESSION"
-
-
-@contextmanager
-def process_group(args, *, stop_signal: int = signal.SIGTERM, stop_timeout_s: float = 30,
-                  **popen_kwargs):
-    """``Popen(args)`` in a new session; on exit its whole group is stopped."""
-    process = subprocess.Popen(args, start_new_session=True, **popen_kwargs)
-    try:
-        yield process
-    finally:
-        stop_group(process, stop_signal, stop_timeout_s)
-
-
-def stop_group(process: subprocess.Popen, stop_signal: int = signal.SIGTERM,
-               timeout_s: float = 30) -> None:
-    """Signal the group, wait for its leader, then kill what is left of it."""
-    _signal_group(process.pid, stop_signal)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        pass
-    _signal_group(process.pid, signal.SIGKILL)  # a worker whose master died, say
-    process.wait()
 
 
 def run(args, *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
@@ -69,9 +47,3 @@ def leftovers(session_id: str) -> dict[int, str]:
             continue
     return found
 
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -1,4 +1,4 @@
-"""bench.ab runs each variant from its own checkout, and compares what they answer."""
+"""`python -m bench ab` runs each variant from its own checkout, and compares what they answer."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench import ab
+from bench import ab, harness
+from bench.__main__ import main as bench_main
 from isnet_wsgi.image import png
 
 
 def test_a_variant_is_started_in_its_checkout_with_its_own_config(tmp_path):
-    checkout = tmp_path / "other"
-    checkout.mkdir()
-    server = ab.service(checkout, Path("model.onnx"), {}, tmp_path)
+    name, checkout, env = ab.parse_variant(f"other@{tmp_path}:CACHE_MB=0,LD_PRELOAD=/x.so")
+    assert (name, checkout, env) == ("other", tmp_path, {"CACHE_MB": "0", "LD_PRELOAD": "/x.so"})
+    server = harness.service(Path("model.onnx"), tmp_path, env=env, checkout=checkout, label=name)
     assert server.cwd == checkout
     assert server.command[server.command.index("-c") + 1] == str(checkout / "gunicorn.conf.py")
+    assert server.env["CACHE_MB"] == "0" and server.env["LD_PRELOAD"] == "/x.so"
 
 
 def test_answers_are_compared_by_pixels_when_their_bytes_differ():
@@ -42,7 +44,7 @@ def test_the_paired_ratio_compares_each_photo_with_itself():
 
 def test_two_variants_of_one_name_are_refused_before_any_server_starts(monkeypatch):
     started = []
-    monkeypatch.setattr(ab, "service", lambda *args, **kwargs: started.append(args))
+    monkeypatch.setattr(harness, "service", lambda *args, **kwargs: started.append(args))
     with pytest.raises(SystemExit):
-        ab.main(["now", "now:CACHE_MB=0"])
+        bench_main(["ab", "now", "now:CACHE_MB=0"])
     assert started == []

@@ -1,10 +1,10 @@
-"""bench.timeline puts RSS samples on the nodes of onnxruntime's profile."""
+"""bench.studies.timeline puts RSS samples on the nodes of onnxruntime's profile."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import timeline
+from bench.studies import timeline
 
 
 def _node(name: str, ts_us: int, dur_us: int, op: str = "QLinearConv") -> dict:

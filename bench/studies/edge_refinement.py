@@ -1,4 +1,4 @@
-"""`python -m bench.edge_refinement`: does refine_alpha make cut-outs better?
+"""`python -m bench.studies.edge_refinement`: does refine_alpha make cut-outs better?
 
 There is no matting data set here, so the bench makes composites whose alpha
 it knows: a subject cut from a real photo (a hand-drawn outline around the
@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from bench import harness
 from isnet_wsgi.config import DEFAULT_MODEL_PATH
 from isnet_wsgi.image import compose
 from isnet_wsgi.image.refine import refine_alpha
@@ -44,7 +45,7 @@ from isnet_wsgi.model.segmenter import Segmenter, SessionOptions
 from isnet_wsgi.runtime import memory
 from models.measure import mask_iou
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = ROOT / "tests" / "data"  # the repository's own copies, with their licences
 RESULTS = ROOT / "bench" / "results" / "edge-refinement.md"
 CANVAS_LONG_SIDE_PX = 1024  # the service's largest image: the most work per request
@@ -226,9 +227,8 @@ def infer(segmenter: Segmenter, image: Image.Image) -> Image.Image:
 
 
 def _child(args: list[str]) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="131072",
-               ORT_DISABLE_TELEMETRY="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "bench.edge_refinement", *args], cwd=ROOT,
+    env = harness.service_env(PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "bench.studies.edge_refinement", *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -310,7 +310,7 @@ def measure_cost(segmenter: Segmenter, image: Image.Image, mask: Image.Image,
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.edge_refinement", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.studies.edge_refinement", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     parser.add_argument("--manifest", type=Path, help="default: the model's .json")
@@ -353,7 +353,7 @@ def report(model: Path, totals, per_case, timing, memory_rows, worker, inference
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; model `{model.name}`; "
         f"{len(per_case)} composites of 3 subjects x 4 backgrounds at 1024 px long side; "
         f"{platform.machine()}, {os.cpu_count()} cores (shared, timings are medians).",
-        "Made by `python -m bench.edge_refinement` (how the composites are made: its docstring).",
+        "Made by `python -m bench.studies.edge_refinement` (how the composites are made: its docstring).",
         "",
         f"Time: median of {TIMING_RUNS} runs on a 1024x1024 composite, timed round-robin "
         f"with inference on the same image (median {inference_s:.2f} s) so that load from "

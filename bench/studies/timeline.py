@@ -1,11 +1,11 @@
 """Where in one inference the resident memory peaks: RSS sampled during a
 run, matched to onnxruntime's own per-node profile.
 
-    python -m bench.timeline [--arena-mb N] [--photo coffee.png] [--top 12] [--steps]
+    python -m bench.studies.timeline [--arena-mb N] [--photo coffee.png] [--top 12] [--steps]
 
 One bare session with the service's session options (isnet_wsgi/model/session.py,
 or the arena with --arena-mb) in this process; run it under `make run`'s
-malloc environment (`make bench` exports it; see bench/README.md). After a
+malloc environment (malloc.env; `make bench` exports it). After a
 warm-up run, a thread reads /proc/self/statm every half millisecond while
 the next run goes on: onnxruntime releases the GIL for the whole run.
 Each node's RSS is the highest sample taken while it ran (its start and
@@ -144,7 +144,7 @@ def _line(node: NodeRss) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.timeline", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.studies.timeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=modelfile.default_model())
     parser.add_argument("--photo", default="coffee.png", choices=photos.PHOTO_NAMES)

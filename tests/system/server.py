@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,17 +11,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import multipart_body
-from tests.processes import process_group
+# NOTE: the bench starts the service with the same environment and helpers.
+from bench.harness import free_port, http_request, multipart_body, process_group
+from bench.harness import service_env as server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+__all__ = ["GUNICORN", "ROOT", "Server", "free_port", "read_response", "running_gunicorn",
+           "server_env"]
 
 
 class Server:
@@ -39,13 +35,7 @@ class Server:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict | None = None, timeout_s: float = 60):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            connection.close()
+        return http_request(self.port, method, path, body, headers, timeout_s)
 
     def send_upload(self, path: str, data: bytes, filename: str = "photo.png"):
         """Send an upload and return the open connection without waiting for
@@ -103,14 +93,6 @@ def read_response(sock: socket.socket, timeout_s: float = 30) -> tuple[int, dict
             break
         body += chunk
     return int(lines[0].split()[1]), headers, body
-
-
-def server_env(**settings: str) -> dict:
-    env = {key: value for key, value in os.environ.items() if key != "API_KEY"}
-    env.update({"MALLOC_MMAP_THRESHOLD_": "65536", "ORT_DISABLE_TELEMETRY": "1",
-                "PYTHONUNBUFFERED": "1"})
-    env.update(settings)
-    return env
 
 
 @contextmanager
