@@ -5,7 +5,7 @@ the hard set's categories; never a held-out photo, see its LICENSES.md),
 each fed exactly as the service and rembg feed it (reference.reference_input:
 LANCZOS, divided by the image's brightest value). Calibrated there, the
 default recipe took 5 -> 7-9 of 23 held-out photos within issue 11's targets
-(models/README.md).
+(models/README.md). The composites are fed the same way.
 
 The first calibration set, kept for models/explore.py's table, was one
 photographed subject (the camera man, cut out with a committed alpha mask)
@@ -24,10 +24,8 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from models import reference
+from models.manifest import COMPOSITES_DIR, calibration_photos
 
-CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"  # the composites' sources
-HARDSET_CALIBRATION_DIR = Path(__file__).resolve().parent / "hardset" / "calibration"
-INPUT_SIZE_PX = 1024
 SUBJECT, SUBJECT_ALPHA = "camera.png", "camera_alpha.png"
 BLUR_RADIUS_PX = 6  # on the 384 px composite: a portrait lens's soft background
 SMALL_SUBJECT = 0.6  # the subject's size in the "smaller in the frame" variant
@@ -38,13 +36,6 @@ TINTS = {
     "grass.png": (110, 170, 80),
     "gravel.png": (190, 170, 140),
 }
-
-
-def to_input(image: Image.Image, size_px: int = INPUT_SIZE_PX) -> np.ndarray:
-    """The model's input: RGB resized to size_px square, x/255 - 0.5, NCHW float32."""
-    rgb = image.convert("RGB").resize((size_px, size_px), Image.BILINEAR)
-    array = np.asarray(rgb, dtype=np.float32) / 255.0 - 0.5
-    return np.ascontiguousarray(array.transpose(2, 0, 1)[None])
 
 
 def _open(name: str, directory: Path) -> Image.Image:
@@ -78,7 +69,7 @@ def _composite(subject: Image.Image, alpha: Image.Image, background: Image.Image
     return Image.composite(subject.convert("RGB"), background, alpha.convert("L"))
 
 
-def camera_composites(directory: Path = CALIBRATION_DIR) -> Iterator[tuple[str, Image.Image]]:
+def camera_composites(directory: Path = COMPOSITES_DIR) -> Iterator[tuple[str, Image.Image]]:
     """The first calibration set, as (label, image) pairs: the camera photo,
     its mirror and a 70% centre crop; then for each tinted texture the
     subject over it sharp, sharp and mirrored, over it blurred, and smaller."""
@@ -96,14 +87,9 @@ def camera_composites(directory: Path = CALIBRATION_DIR) -> Iterator[tuple[str, 
         yield f"{SUBJECT}+{name}:small", _composite(subject, alpha, background, SMALL_SUBJECT)
 
 
-def calibration_photos(directory: Path = HARDSET_CALIBRATION_DIR) -> list[Path]:
-    """The build's calibration photos, in a fixed order."""
-    return sorted(directory.glob("*.jpg"))
-
-
-def calibration_inputs(directory: Path = HARDSET_CALIBRATION_DIR) -> Iterator[np.ndarray]:
-    """Model inputs for every calibration photo, one at a time (12 MB each),
-    made as rembg makes them."""
-    for path in calibration_photos(directory):
+def calibration_inputs(paths: list[Path] | None = None) -> Iterator[np.ndarray]:
+    """Model inputs for every calibration photo (or `paths`), one at a time
+    (12 MB each), made as rembg makes them."""
+    for path in calibration_photos() if paths is None else paths:
         with Image.open(path) as photo:
             yield reference.reference_input(photo.convert("RGB"))

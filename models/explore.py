@@ -20,7 +20,18 @@ import numpy as np
 import onnx
 from PIL import Image, ImageOps
 
-from models import build, calibrate, measure, quantize, ranges, report, source
+from models import (
+    calibrate,
+    footprint,
+    measure,
+    quantize,
+    ranges,
+    reference,
+    report,
+    source,
+)
+from models.fp32 import fp32_reference
+from models.manifest import COMPOSITES_DIR
 
 NO_SUBJECT_PHOTO = Path(__file__).resolve().parent.parent / "tests" / "data" / "hubble_deep_field.jpg"
 STAGE2 = ("/stage2/", "/stage2d/", "/pool12/")
@@ -37,7 +48,7 @@ class Variant:
 
 def _photos_and_textures():
     """The first calibration set tried: photos and bare textures, mirrored and cropped."""
-    directory = calibrate.CALIBRATION_DIR
+    directory = COMPOSITES_DIR
     for name in ("camera.png", "brick.png", "grass.png", "gravel.png"):
         with Image.open(directory / name) as photo:
             photo.load()
@@ -48,8 +59,8 @@ def _photos_and_textures():
 
 # name -> (images, measure whole image?, image -> model input)
 CALIBRATION_SETS = {
-    "subject": (lambda: (image for _, image in calibrate.camera_composites()), False, calibrate.to_input),
-    "textures-minmax": (_photos_and_textures, True, calibrate.to_input),
+    "subject": (lambda: (image for _, image in calibrate.camera_composites()), False, reference.reference_input),
+    "textures-minmax": (_photos_and_textures, True, reference.reference_input),
 }
 # Smaller sets are rows of the full one: (set, sample indices in camera_composites order).
 SUBSETS = {
@@ -123,11 +134,11 @@ class Workbench:
 def evaluate(bench: Workbench, name: str, variant: Variant) -> dict:
     out = bench.cache / "explore-variant.onnx"
     quantize.quantize(bench.reference, out, lambda: iter(()), variant.recipe, bench.per_sample(variant.calibration))
-    memory = measure.peak_rss(out, report.PHOTOS_DIR / report.HELD_OUT[0], runs=2)
+    memory = footprint.peak_rss(out, report.PHOTOS_DIR / report.HELD_OUT[0], runs=2)
     held_out = report.fidelity(out, bench.reference)
-    reference, session = measure.open_session(bench.reference), measure.open_session(out)
-    batch = calibrate.to_input(report.load_rgb(NO_SUBJECT_PHOTO))
-    no_subject = measure.mask_iou(measure.predict_mask(session, batch), measure.predict_mask(reference, batch))
+    fp32, session = measure.open_session(bench.reference), measure.open_session(out)
+    batch = reference.reference_input(report.load_rgb(NO_SUBJECT_PHOTO))
+    no_subject = measure.mask_iou(measure.predict_mask(session, batch), measure.predict_mask(fp32, batch))
     return {"name": name, "peak_rss_mb": memory["peak_rss_mb"], "latency_s": memory["run_s"],
             "iou_min": min(row["iou_vs_fp32"] for row in held_out.values()),
             "iou_no_subject": round(no_subject, 4), "note": variant.note}
@@ -138,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("variants", nargs="*", help=f"names from: {', '.join(VARIANTS)}")
     args = parser.parse_args(argv)
     cache = source.cache_dir()
-    reference = build.fp32_reference(source.npm_model(cache), cache)
-    bench = Workbench(reference, cache)
+    bench = Workbench(fp32_reference(source.npm_model(cache), cache), cache)
     print("| variant | peak RSS MB | latency s | min IoU held-out | IoU hubble (no subject) |")
     print("|---|---|---|---|---|")
     for name in args.variants or VARIANTS:

@@ -25,18 +25,17 @@ from pathlib import Path
 from PIL import Image
 
 from models import measure, reference
+from models.manifest import (
+    HELD_OUT_DIR,
+    MODEL_PATH,
+    REFERENCE_DIR,
+    photos,
+    read_manifest,
+)
 
-HARDSET_DIR = Path(__file__).resolve().parent / "hardset"
-HELD_OUT_DIR = HARDSET_DIR / "held-out"
-CALIBRATION_DIR = HARDSET_DIR / "calibration"
-REFERENCE_DIR = HARDSET_DIR / "reference"
 # Issue 11's targets for every held-out photo.
 TARGET_IOU = 0.99
 TARGET_MAE = 0.004
-
-
-def photos(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.jpg"))
 
 
 def category(photo: Path) -> str:
@@ -71,25 +70,16 @@ def write_references(threads: int = measure.THREADS) -> list[Path]:
 
 def service_pipeline(model_path: Path, manifest: dict | None = None, threads: int = measure.THREADS):
     """The service's Pipeline around `model_path`; `manifest` defaults to the
-    built model's (a variant passes its own, see variant_manifest)."""
+    built model's (a variant passes its own, see manifest.variant_manifest)."""
     from isnet_wsgi.config import Settings
     from isnet_wsgi.model.segmenter import ModelFile, Segmenter, SessionOptions
     from isnet_wsgi.pipeline import Pipeline
-    from models import build
 
-    manifest = manifest or build.read_manifest()
+    manifest = manifest or read_manifest()
     options = SessionOptions(intra_op_threads=threads)
     segmenter = Segmenter("hardset", ModelFile.open_verified(model_path, manifest["sha256"]), manifest, options)
     segmenter.start()
     return Pipeline(Settings(), segmenter)
-
-
-def variant_manifest(model_path: Path, input_quantisation: dict | None) -> dict:
-    """The part of a manifest the service reads, for a model built elsewhere."""
-    from models import build, source
-
-    return {"model": model_path.stem, "sha256": source.sha256_file(model_path),
-            "input": build.model_input(input_quantisation)}
 
 
 def score(mask: Image.Image, wanted: Image.Image) -> dict:
@@ -129,10 +119,8 @@ def evaluate(model_path: Path, manifest: dict | None = None, threads: int = meas
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models import build
-
     parser = argparse.ArgumentParser(prog="python -m models.fidelity", description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", type=Path, default=build.MODEL_PATH)
+    parser.add_argument("model", nargs="?", type=Path, default=MODEL_PATH)
     parser.add_argument("--manifest", type=Path, help="the model's manifest (default: the built model's)")
     parser.add_argument("--threads", type=int, default=measure.THREADS)
     parser.add_argument("--write-references", action="store_true",

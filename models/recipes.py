@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from models import (
-    build,
-    calibrate,
-    explore,
-    fidelity,
-    measure,
-    quantize,
-    reference,
-    source,
+from isnet_wsgi.model.segmenter import INPUT_SIZE_PX
+from models import calibrate, explore, fidelity, footprint, quantize, reference, source
+from models.fp32 import fp32_reference
+from models.manifest import (
+    HELD_OUT_DIR,
+    MODEL_PATH,
+    photos,
+    read_manifest,
+    variant_manifest,
 )
 
 BUILT = "built model (default)"
@@ -88,14 +88,14 @@ def build_recipe(bench: explore.Workbench, name: str, variant: explore.Variant) 
                                   bench.per_sample(variant.calibration))
     finally:
         quantize.quantize_static = original
-    return out, fidelity.variant_manifest(out, facts["input_quantisation"])
+    return out, variant_manifest(out, facts["input_quantisation"])
 
 
 def _service_tensor(manifest: dict, folder: Path) -> Path:
     """The 1024-px input the service makes from the first held-out photo."""
     from isnet_wsgi.model.segmenter import ModelInput
 
-    image = fidelity.load_photo(fidelity.photos(fidelity.HELD_OUT_DIR)[0])
+    image = fidelity.load_photo(photos(HELD_OUT_DIR)[0])
     tensor = ModelInput.from_manifest(manifest).tensor(image)
     path = folder / f"tensor-{manifest['sha256'][:12]}.npy"
     np.save(path, tensor)
@@ -113,7 +113,7 @@ def measure_in_turn(models: dict[str, tuple[Path, dict]], folder: Path, rounds: 
     peaks, seconds = {name: [] for name in models}, {name: [] for name in models}
     for _ in range(rounds):
         for name, (path, manifest_path, tensor_path) in prepared.items():
-            report = measure.service_run(path, manifest_path, tensor_path, runs)
+            report = footprint.service_run(path, manifest_path, tensor_path, runs)
             peaks[name].append(report["peak_rss_mb"])
             seconds[name].extend(report["run_s"][1:])  # the first run warms up
     return {name: {"peak_rss_mb": max(peaks[name]), "median_s": round(statistics.median(seconds[name]), 3)}
@@ -134,9 +134,9 @@ def resize_cost_ms(repeats: int = 15) -> dict[str, float]:
 
     from PIL import Image
 
-    image = max((fidelity.load_photo(p) for p in fidelity.photos(fidelity.HELD_OUT_DIR)),
+    image = max((fidelity.load_photo(p) for p in photos(HELD_OUT_DIR)),
                 key=lambda i: i.width * i.height)
-    mask = Image.new("L", (calibrate.INPUT_SIZE_PX,) * 2, 128)
+    mask = Image.new("L", (INPUT_SIZE_PX,) * 2, 128)
     costs = {}
     for name, resample in (("bilinear", Image.Resampling.BILINEAR), ("lanczos", Image.Resampling.LANCZOS)):
         seconds = []
@@ -161,7 +161,7 @@ def score_both_filters(model_path: Path, manifest: dict | None) -> dict[str, dic
         for name, fields in PREPROCESSING.items():
             segmenter.input = dataclasses.replace(service_input, **fields)
             rows = {p.name: fidelity.score(pipeline.mask(fidelity.load_photo(p)), fidelity.load_reference(p))
-                    for p in fidelity.photos(fidelity.HELD_OUT_DIR)}
+                    for p in photos(HELD_OUT_DIR)}
             result[name] = {"photos": rows, **fidelity.summary(rows)}
     finally:
         segmenter.input = service_input
@@ -172,8 +172,8 @@ def filter_comparison() -> dict:
     """The built int8 model and the fp32 model, each through the service's
     mask path with each PREPROCESSING: how much of the gap to rembg is the
     filters, the normalisation and the model."""
-    fp32 = build.fp32_reference(source.npm_model(source.cache_dir()), source.cache_dir())
-    models = {"int8 (built)": (build.MODEL_PATH, None), "fp32": (fp32, fidelity.variant_manifest(fp32, None))}
+    fp32 = fp32_reference(source.npm_model(source.cache_dir()), source.cache_dir())
+    models = {"int8 (built)": (MODEL_PATH, None), "fp32": (fp32, variant_manifest(fp32, None))}
     result = {f"{name}, {filters}": row for name, (path, manifest) in models.items()
               for filters, row in score_both_filters(path, manifest).items()}
     return {"variants": result, "resize_ms": resize_cost_ms()}
@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resize ms per request: {result['resize_ms']}")
         return 0
     cache = source.cache_dir()
-    bench = explore.Workbench(build.fp32_reference(source.npm_model(cache), cache), cache)
-    models = {BUILT: (build.MODEL_PATH, build.read_manifest())}
+    bench = explore.Workbench(fp32_reference(source.npm_model(cache), cache), cache)
+    models = {BUILT: (MODEL_PATH, read_manifest())}
     for name in args.recipes or RECIPES:
         print(f"building: {name}", flush=True)
         models[name] = build_recipe(bench, name, RECIPES[name])

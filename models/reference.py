@@ -1,10 +1,12 @@
 """The fidelity reference: what rembg's `isnet-general-use` session returns.
 
-The fp32 widening of the npm fp16 weights (build.fp32_reference) run with
-rembg's own pre- and post-processing. The issue that asked for this measured
-that this pipeline reproduces rembg 2.0.86's stored `isnet-general-use`
-results exactly, so a mask's distance from `reference_mask` is its distance
-from rembg. Every recipe is scored against this one function.
+The fp32 widening of the npm fp16 weights (fp32.py) run with rembg's own
+pre- and post-processing. The issue that asked for this measured that this
+pipeline reproduces rembg 2.0.86's stored `isnet-general-use` results
+exactly, so a mask's distance from `reference_mask` is its distance from
+rembg. Every recipe is scored against this one function, and the build
+calibrates on `reference_input`, the input the service makes too
+(isnet_wsgi/model/segmenter.py ModelInput, from the manifest).
 
 rembg's steps, in its order (rembg/sessions/base.py `normalize`, then the
 ISNet session's `predict`):
@@ -12,25 +14,23 @@ ISNet session's `predict`):
 2. divide by the resized image's own maximum (not by 255: the two differ
    only for an image with no pure-white channel value, such as a dark or
    foggy photo), subtract 0.5 (std 1);
-3. run; min-max normalise the first output in float32 (the range is
-   floored at an epsilon so a flat output stays finite, where rembg
-   divides by zero; any other output is normalised exactly as rembg does);
+3. run; min-max normalise the output in float32 (the service's own
+   segmenter.normalised_output: the range is floored at an epsilon so a
+   flat output stays finite, where rembg divides by zero);
 4. times 255, truncated to uint8 (numpy's astype, as rembg);
 5. LANCZOS resize back to the image's size.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
+from isnet_wsgi.model.segmenter import INPUT_SIZE_PX, mask_from_output
 from models import measure
+from models.fp32 import fp32_model_path
 
-INPUT_SIZE_PX = 1024
 MEAN = 0.5
-MIN_MAX_EPSILON = 1e-6
 MAX_PIXEL_FLOOR = 1e-6  # rembg's guard against an all-black image
 
 
@@ -46,22 +46,7 @@ def reference_mask(session: measure.ModelSession, image: Image.Image) -> Image.I
 
     `session` is the fp32 model (fp32_session), fed float32 as rembg does.
     """
-    output = session.run(reference_input(image))[0, 0]
-    low, high = output.min(), output.max()
-    # float32 throughout, as rembg computes; the epsilon is a floor, not added:
-    # `+ 1e-6` would turn every saturated pixel's 255 into 254.
-    unit = (output - low) / max(high - low, np.float32(MIN_MAX_EPSILON))
-    mask = Image.fromarray(np.clip(unit * 255, 0, 255).astype(np.uint8), "L")
-    return mask.resize(image.size, Image.Resampling.LANCZOS)
-
-
-def fp32_model_path() -> Path:
-    """The fp32 model from the build's cache (made by `make model`; no download
-    when the npm tarball is cached)."""
-    from models import build, source
-
-    cache = source.cache_dir()
-    return build.fp32_reference(source.npm_model(cache), cache)
+    return mask_from_output(session.run(reference_input(image)), image.size, Image.Resampling.LANCZOS)
 
 
 def fp32_session(threads: int = measure.THREADS) -> measure.ModelSession:

@@ -23,7 +23,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import build, fidelity, reference
+from models import fidelity, reference
+from models.manifest import (
+    HARDSET_CALIBRATION_DIR,
+    HELD_OUT_DIR,
+    MODEL_PATH,
+    photos,
+    variant_manifest,
+)
 
 TARGET_IOU, TARGET_MAE = fidelity.TARGET_IOU, fidelity.TARGET_MAE
 # Room for onnxruntime's float kernels differing between CPUs. The integer
@@ -61,13 +68,13 @@ MEASURED = {
 }
 # Regenerated from the fp32 model in the test: the worst photo, fur, an illustration.
 REGENERATED = ("lowcontrast-dark-notebook.jpg", "fur-dog.jpg", "illustration-anime.jpg")
-HELD_OUT = fidelity.photos(fidelity.HELD_OUT_DIR)
+HELD_OUT = photos(HELD_OUT_DIR)
 
 
 @pytest.fixture(scope="module")
 def pipeline():
-    assert build.MODEL_PATH.is_file(), "models/isnet-general-tiny.onnx is missing: run `make model`"
-    return fidelity.service_pipeline(build.MODEL_PATH)
+    assert MODEL_PATH.is_file(), "models/isnet-general-tiny.onnx is missing: run `make model`"
+    return fidelity.service_pipeline(MODEL_PATH)
 
 
 def test_every_held_out_photo_has_a_reference_and_a_measurement():
@@ -94,7 +101,7 @@ def test_committed_reference_masks_are_what_the_fp32_model_makes():
     """
     session = reference.fp32_session()
     for name in REGENERATED:
-        photo = fidelity.HELD_OUT_DIR / name
+        photo = HELD_OUT_DIR / name
         made = np.asarray(reference.reference_mask(session, fidelity.load_photo(photo)), np.int16)
         committed = np.asarray(fidelity.load_reference(photo), np.int16)
         assert made.shape == committed.shape, name
@@ -107,9 +114,9 @@ def test_the_services_mask_path_on_the_fp32_model_is_rembgs():
     mask_from_output) around the fp32 model reproduce the reference masks:
     what is left between our masks and rembg's is the quantisation alone."""
     fp32 = reference.fp32_model_path()
-    pipeline = fidelity.service_pipeline(fp32, fidelity.variant_manifest(fp32, None))
+    pipeline = fidelity.service_pipeline(fp32, variant_manifest(fp32, None))
     for name in REGENERATED:
-        photo = fidelity.HELD_OUT_DIR / name
+        photo = HELD_OUT_DIR / name
         made = np.asarray(pipeline.mask(fidelity.load_photo(photo)), np.int16)
         difference = np.abs(made - np.asarray(fidelity.load_reference(photo), np.int16))
         assert difference.max() <= 1 and (difference > 0).mean() < 0.001, name
@@ -121,7 +128,7 @@ def _thumbnail(path) -> np.ndarray:
 
 
 def test_held_out_and_calibration_photos_share_no_photo():
-    calibration = fidelity.photos(fidelity.CALIBRATION_DIR)
+    calibration = photos(HARDSET_CALIBRATION_DIR)
     assert {p.name for p in calibration}.isdisjoint(p.name for p in HELD_OUT)
     for held_out in HELD_OUT:
         thumbnail = _thumbnail(held_out)

@@ -12,7 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from isnet_wsgi.model.segmenter import ModelInput
-from models import build, convert, measure, quantize, ranges, source
+from models import build, convert, measure, quantize, ranges, rewrites, source
+from models.manifest import MODEL_PATH, make_manifest, write_manifest
 
 SIDE_PX = 8
 
@@ -167,7 +168,7 @@ def test_the_head_as_1x1_taps_sums_what_its_3x3_conv_did(tmp_path, head_parts):
     assert len([n for n in head if n.op_type == "Conv"]) == head_parts
     # The same sums in another order: float rounding apart, nothing changes.
     np.testing.assert_allclose(_run(as_taps, _batch()), _run(as_conv, _batch()), atol=1e-5)
-    assert not quantize.head_as_taps(as_taps, "/side1/")  # nothing left to rewrite
+    assert not rewrites.head_as_taps(as_taps, "/side1/")  # nothing left to rewrite
 
 
 def _int8_weights(model: onnx.ModelProto) -> list[np.ndarray]:
@@ -188,8 +189,8 @@ def test_weights_use_7_bits_so_no_cpu_saturates_them(tmp_path):
 
 
 def test_the_shipped_model_has_7_bit_weights():
-    assert build.MODEL_PATH.is_file(), "models/isnet-general-tiny.onnx is missing: run `make model`"
-    weights = _int8_weights(onnx.load(build.MODEL_PATH))
+    assert MODEL_PATH.is_file(), "models/isnet-general-tiny.onnx is missing: run `make model`"
+    weights = _int8_weights(onnx.load(MODEL_PATH))
     assert len(weights) > 100 and _within_7_bits(weights)
 
 
@@ -276,7 +277,7 @@ def test_manifest_names_the_file_and_its_interface(tmp_path):
     model_path = tmp_path / "isnet-general-tiny.onnx"
     model_path.write_bytes(b"not really a model")
     src = source.Source(model_path, "ab" * 32, {"kind": "file", "name": "x.onnx"})
-    manifest = build.make_manifest(src, quantize.Recipe(), model_path, "key", {"static_nodes": 1})
+    manifest = make_manifest(src, quantize.Recipe().describe(), model_path, "key", {"static_nodes": 1})
     assert manifest["sha256"] == hashlib.sha256(b"not really a model").hexdigest()
     assert manifest["size_bytes"] == len(b"not really a model")
     assert manifest["input"]["name"] == "input" and manifest["input"]["shape"] == [1, 3, 1024, 1024]
@@ -286,7 +287,7 @@ def test_manifest_names_the_file_and_its_interface(tmp_path):
     assert manifest["input"]["dtype"] == "float32" and "quantisation" not in manifest["input"]
     assert manifest["source"]["kind"] == "file" and "MIT" in manifest["licence"]["weights"]
     path = tmp_path / "manifest.json"
-    build.write_manifest(manifest, path)
+    write_manifest(manifest, path)
     assert json.loads(path.read_text()) == manifest
     assert build.is_up_to_date(manifest, "key", model_path)
     assert not build.is_up_to_date(manifest, "other key", model_path)
@@ -299,7 +300,7 @@ def test_manifest_gives_the_input_quantisation_the_server_needs(tmp_path):
     model_path.write_bytes(b"model")
     src = source.Source(model_path, "ab" * 32, {"kind": "file", "name": "x.onnx"})
     facts = {"input_quantisation": {"scale": 0.0039, "zero_point": 127}}
-    manifest = build.make_manifest(src, quantize.Recipe(), model_path, "key", facts)
+    manifest = make_manifest(src, quantize.Recipe().describe(), model_path, "key", facts)
     assert manifest["input"]["dtype"] == "uint8"
     assert manifest["input"]["quantisation"]["scale"] == 0.0039
     assert manifest["input"]["quantisation"]["zero_point"] == 127
@@ -330,7 +331,7 @@ def test_resizes_run_on_uint8_except_those_kept_float_by_output_side():
     x = np.linspace(-5, 5, 16, dtype=np.float32).reshape(1, 1, 4, 4)
     before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
 
-    assert quantize.resize_in_uint8(model, float_max_side_px=8) == 1  # 4 -> 8 stays float, 4 -> 32 is rewritten
+    assert rewrites.resize_in_uint8(model, float_max_side_px=8) == 1  # 4 -> 8 stays float, 4 -> 32 is rewritten
     kept = {n.name: [i for i in n.input] for n in model.graph.node if n.op_type == "Resize"}
     assert kept["small/Resize"][0] == "small_dq" and kept["large/Resize"][0] == "xq"
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})

@@ -40,6 +40,8 @@ class InferenceTimeout(RuntimeError):
 # glibc heaps per worker: the main thread's, and one every other thread shares
 # (isnet_wsgi.memory.limit_arenas).
 MALLOC_ARENAS = 2
+# The side of ISNet's square input and output; the model build (models/) reads it here.
+INPUT_SIZE_PX = 1024
 # A flat model output (max == min) must not divide by zero.
 _MASK_EPSILON = 1e-6
 # rembg's preprocessing, which the model is calibrated on and the fidelity
@@ -61,7 +63,7 @@ class ModelInput:
     step out of the graph), else float32. ``resize`` also brings the mask back.
     """
 
-    size_px: tuple[int, int] = (1024, 1024)
+    size_px: tuple[int, int] = (INPUT_SIZE_PX, INPUT_SIZE_PX)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     quantisation: tuple[float, int] | None = None
@@ -162,14 +164,25 @@ def mask_from_output(output: np.ndarray, size: tuple[int, int],
     clipped and truncated to uint8; then resized with ``resample``, in bands
     on ``threads`` cores (resize.py: 6.9 -> 5.3 ms back to 1024x683).
     """
+    scaled = normalised_output(output)
+    scaled *= np.float32(255)
+    np.clip(scaled, 0, 255, out=scaled)
+    return resized(Image.fromarray(scaled.astype(np.uint8), "L"), size, resample, threads)
+
+
+def normalised_output(output: np.ndarray) -> np.ndarray:
+    """The model's 1x1xHxW output min-max normalised to [0, 1], HxW float32.
+
+    rembg's arithmetic, with the range floored at an epsilon (a flat output
+    becomes all zero, not NaN). NOTE: a floor, not ``+ 1e-6`` on the range,
+    which would turn every saturated pixel's 255 into 254.
+    """
     scores = np.asarray(output, dtype=np.float32).reshape(output.shape[-2:])
     low, high = scores.min(), scores.max()
     # In place on one copy: no second full-size float temporary.
     scaled = scores - low
     scaled /= max(high - low, np.float32(_MASK_EPSILON))
-    scaled *= np.float32(255)
-    np.clip(scaled, 0, 255, out=scaled)
-    return resized(Image.fromarray(scaled.astype(np.uint8), "L"), size, resample, threads)
+    return scaled
 
 
 def _per_channel(value) -> tuple[float, float, float]:
@@ -287,15 +300,18 @@ class Segmenter:
         if isinstance(height, int) and isinstance(width, int):
             self.input = dataclasses.replace(self.input, size_px=(width, height))
 
-    def mask(self, image: Image.Image, *, timeout_s: float | None = None) -> Image.Image:
-        """The subject's alpha for ``image``: an 'L' mask of the image's size.
+    def mask(self, image: Image.Image, *, size: tuple[int, int] | None = None,
+             timeout_s: float | None = None) -> Image.Image:
+        """The subject's alpha for ``image``: an 'L' mask of the image's size,
+        or of ``size`` (the model's own, ``input.size_px``, for a caller that
+        brings it to full resolution a band at a time: image/fullsize.py).
 
         Raises InferenceTimeout past timeout_s.
         """
         tensor = self.input.tensor(image, threads=self.options.intra_op_threads)
         output = self.run(tensor, timeout_s=timeout_s)
         del tensor  # PERF: no longer needed while the mask is made
-        return mask_from_output(output, image.size, self.input.resample,
+        return mask_from_output(output, size or image.size, self.input.resample,
                                 threads=self.options.intra_op_threads)
 
     def run(self, tensor: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
