@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench import frontier, modelfile, overhead, photos, rembg, report, sidebyside
-from bench.configs import by_name, live_points
+from bench.configs import by_name
 
 # Sections in modules of their own: `python -m bench NAME` imports the module
 # and calls its add_arguments(parser) and run(args) -> exit status. HELP is
@@ -51,8 +51,8 @@ def parse(argv):
                              help="also write the tables to bench/results/<date>.md")
         section.add_argument("--quick", action="store_true", help="fewer runs and rounds")
         if name in ("all", "frontier"):
-            section.add_argument("--points", help="comma-separated: "
-                                 + ", ".join(config.name for config in live_points()))
+            section.add_argument("--points", help="comma-separated point names (default: "
+                                 "every live point, bench/configs.py)")
             section.add_argument("--runs", type=int, help="timed runs per point (>= 4)")
         if name != "frontier":
             section.add_argument("--rounds", type=int, help="rounds over the photos")
@@ -95,7 +95,7 @@ def _cpu_model() -> str:
 
 
 def run_frontier(args, model, tensors, plan, sections):
-    points = by_name()
+    points = by_name(model)
     names = args.points.split(",") if args.points else list(points)
     unknown = [name for name in names if name not in points]
     if unknown:

@@ -75,7 +75,7 @@ def _bare_sessions(models_served: dict[str, Path], model: Path, folder: Path, st
     """Bare sessions for the rotation: onnxruntime's defaults on each distinct
     model file (named after the first variant serving it), and the service's
     point on ``model``. Returns (steps, {model file: its defaults label}, sessions)."""
-    points = by_name()
+    points = by_name(model)
     steps, bare_of, sessions = [], {}, {}
     files = {file: name for name, file in reversed(models_served.items())}
     for index, (file, served_by) in enumerate(files.items()):

@@ -35,15 +35,10 @@ JEMALLOC_RETAIN = {"MALLOC_CONF": "oversize_threshold:0,dirty_decay_ms:-1,muzzy_
 class Config:
     name: str
     summary: str
-    # ort_defaults=True ignores every other session field and uses a bare
-    # ort.SessionOptions(), as rembg does.
-    ort_defaults: bool = False
-    cpu_arena: bool = False
-    memory_pattern: bool = False
-    arena_mb: int = 0                  # the service's arena (ORT_ARENA_MB); 0 is none
-    intra_op_threads: int = 0          # 0: every CPU this process may use
-    spin_stop: bool = True             # session.force_spinning_stop, as the service
-    disabled_optimizers: tuple[str, ...] = ()  # onnxruntime graph transformers to skip
+    # The service's session options (isnet_wsgi.model.session.SessionOptions,
+    # as a dict): the child starts a Segmenter with them, as a worker does.
+    # None: onnxruntime's defaults, as rembg makes its session.
+    session: dict | None = None
     # Process start-up.
     env: dict = dataclasses.field(default_factory=dict)
     allocator: str | None = None       # jemalloc, via LD_PRELOAD
@@ -63,40 +58,27 @@ class Config:
 
     def settings_text(self) -> str:
         """The point as session options and environment, for tables."""
-        if self.ort_defaults:
-            parts = ["ort.SessionOptions() defaults"]
-        else:
-            arena = f"{self.arena_mb}MiB" if self.arena_mb else ("on" if self.cpu_arena else "off")
-            parts = [f"arena={arena}", f"pattern={'on' if self.memory_pattern else 'off'}",
-                     f"threads={self.intra_op_threads or 'all'}"]
-            parts += ["spin-stop"] * self.spin_stop
-            parts += [f"no-{name}" for name in self.disabled_optimizers]
+        parts = ["ort.SessionOptions() defaults"] if self.session is None else [
+            f"{key}={value}" for key, value in self.session.items()]
         parts += [f"{key}={value}" for key, value in self.env.items()]
         parts += [f"LD_PRELOAD={self.allocator}"] * bool(self.allocator)
         return " ".join(parts)
 
 
-def from_settings(name: str, summary: str, settings_env: dict[str, str] | None = None,
+def from_settings(name: str, summary: str, model: Path, settings_env: dict[str, str] | None = None,
                   process_env: dict[str, str] | None = None, allocator: str | None = None
                   ) -> Config:
-    """The point the service runs at with these settings (ORT_ARENA_MB=0, say),
-    in this machine's container limit, started with ``process_env`` (default:
-    malloc.env, as `make run` starts it)."""
+    """The point the service runs at with these settings (ORT_ARENA_MB=0, say)
+    in this machine's container limit: the session options its Segmenter
+    would start with, started with ``process_env`` (default: malloc.env, as
+    `make run` starts it)."""
     from isnet_wsgi.config import Settings  # noqa: PLC0415
-    from isnet_wsgi.model.segmenter import arena_mb  # noqa: PLC0415 (imports onnxruntime)
-    from isnet_wsgi.model.session import DISABLED_OPTIMIZERS  # noqa: PLC0415
-    from isnet_wsgi.runtime import cgroup  # noqa: PLC0415
+    from isnet_wsgi.model.segmenter import Segmenter  # noqa: PLC0415 (imports onnxruntime)
 
-    settings = Settings.from_env(settings_env or {})
-    env = dict(malloc_env() if process_env is None else process_env)
-    if settings.malloc_mmap_threshold_kb > 0 and allocator is None:
-        # The worker's own mallopt() wins over the environment.
-        env["MALLOC_MMAP_THRESHOLD_"] = str(settings.malloc_mmap_threshold_kb * 1024)
-    return Config(name, summary, cpu_arena=settings.ort_cpu_arena,
-                  memory_pattern=settings.ort_memory_pattern,
-                  arena_mb=arena_mb(settings, cgroup.memory_limit_mb()),
-                  intra_op_threads=settings.intra_op_threads or 0, env=env,
-                  disabled_optimizers=tuple(DISABLED_OPTIMIZERS), allocator=allocator)
+    settings = Settings.from_env({"MODEL_PATH": str(model), **(settings_env or {})})
+    options = Segmenter.from_settings(settings).options
+    return Config(name, summary, dataclasses.asdict(options),
+                  dict(malloc_env() if process_env is None else process_env), allocator)
 
 
 def allocator_path(name: str) -> Path | None:
@@ -106,24 +88,24 @@ def allocator_path(name: str) -> Path | None:
     return None
 
 
-def live_points() -> tuple[Config, ...]:
+def live_points(model: Path) -> tuple[Config, ...]:
     """The reference, the service as configured, and what its settings switch it to."""
     return (
         Config("ort-defaults", "rembg's session: onnxruntime's defaults (its arena and "
-               "memory pattern on)", ort_defaults=True, spin_stop=False),
+               "memory pattern on)"),
         from_settings("service", "the service as `make run` starts it (its settings' defaults, "
-                      "this machine's container limit, malloc.env)"),
+                      "this machine's container limit, malloc.env)", model),
         from_settings("service-lean", "no arena (ORT_ARENA_MB=0; the default in containers "
-                      "under ARENA_MIN_MEMORY_MB)", {"ORT_ARENA_MB": "0"}),
+                      "under ARENA_MIN_MEMORY_MB)", model, {"ORT_ARENA_MB": "0"}),
         from_settings("service-pattern", "no arena, onnxruntime's memory pattern on "
-                      "(ORT_ARENA_MB=0 ORT_MEMORY_PATTERN=1)",
+                      "(ORT_ARENA_MB=0 ORT_MEMORY_PATTERN=1)", model,
                       {"ORT_ARENA_MB": "0", "ORT_MEMORY_PATTERN": "1"}),
         from_settings("service-jemalloc", "no arena, jemalloc that keeps what it freed "
-                      "(LD_PRELOAD, MALLOC_CONF, MALLOC_MMAP_THRESHOLD_KB=0)",
+                      "(LD_PRELOAD, MALLOC_CONF, MALLOC_MMAP_THRESHOLD_KB=0)", model,
                       {"ORT_ARENA_MB": "0", "MALLOC_MMAP_THRESHOLD_KB": "0"},
                       process_env=JEMALLOC_RETAIN, allocator="jemalloc"),
     )
 
 
-def by_name() -> dict[str, Config]:
-    return {config.name: config for config in live_points()}
+def by_name(model: Path) -> dict[str, Config]:
+    return {config.name: config for config in live_points(model)}

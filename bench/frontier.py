@@ -66,7 +66,7 @@ def _row(name: str, groups: list[dict], ratios: list[float]) -> dict:
 
 def run(configs: list[Config], model: Path, tensors: Path, *, runs: int, log=print) -> list[dict]:
     tensor_paths = sorted(tensors.glob("*.npy"))
-    reference = by_name()[REFERENCE]
+    reference = by_name(model)[REFERENCE]
     others = [config for config in configs if config.name != REFERENCE]
     groups = [others[i:i + GROUP_SIZE] for i in range(0, len(others), GROUP_SIZE)] or [[]]
     measured: dict[str, list[dict]] = {REFERENCE: []}

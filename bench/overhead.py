@@ -43,7 +43,7 @@ def run(service_model_path: Path, model: Path, tensors: Path, *, rounds: int,
         log=print) -> dict:
     uploads = photos.uploads()
     first_tensor = sorted(tensors.glob("*.npy"))[0]
-    points = by_name()
+    points = by_name(model)
     with harness.service(service_model_path, tensors.parent) as service:
         service.start()
         facts = _worker_peaks(service, uploads[0])
