@@ -71,9 +71,6 @@ def peak_rss(model_path: Path, photo: Path, runs: int = 1) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-# The Makefile's (and the image's) malloc settings, for a child measured as the service runs.
-SERVICE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
-               "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "ORT_DISABLE_TELEMETRY": "1"}
 SERVICE_CHILD_TIMEOUT_S = 300
 
 
@@ -99,8 +96,11 @@ def service_run(model_path: Path, manifest_path: Path, tensor_path: Path, runs: 
     """_service_child in its own process group, which is stopped whole if anything goes wrong."""
     command = [sys.executable, "-m", "models.footprint", "--service", str(model_path), str(manifest_path),
                str(tensor_path), str(runs)]
+    # The environment `make run` gives the service (malloc.env); the build
+    # never gets here, so the image's build stage needs no bench/.
+    from bench.harness import service_env  # noqa: PLC0415
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True,
-                             env={**os.environ, **SERVICE_ENV}, cwd=PROJECT_DIR)
+                             env=service_env(), cwd=PROJECT_DIR)
     try:
         stdout, _ = child.communicate(timeout=SERVICE_CHILD_TIMEOUT_S)
     finally:
