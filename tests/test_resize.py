@@ -48,7 +48,7 @@ def test_the_bands_tile_the_result(source_size, size):
     assert (covered == 1).all()
     # The last pass is cut across: rows for a horizontal one, columns for a vertical one.
     last_horizontal = source_size[1] == size[1] or (
-        source_size[0] != size[0] and not resize._horizontal_first(source_size, size))
+        source_size[0] != size[0] and not resize.horizontal_first(source_size, size))
     assert len(bands) == min(3, size[1] if last_horizontal else size[0])
 
 

@@ -1,4 +1,4 @@
-"""Uploads to images: open and validate, check the budgets, decode, shrink.
+"""Uploads to images: open and validate, check the budget (cost.py), decode, shrink.
 
 Everything here works on bytes and Pillow images in memory; nothing touches
 the disk. The pixel and memory budgets are checked from the header, before
@@ -13,8 +13,10 @@ import warnings
 
 from PIL import Image
 
-from . import pngdecode, shrink
+from . import pngdecode
+from .cost import JPEG_FORMATS, decode_cost_bytes
 from .errors import DecodeBudgetExceeded, ImageTooLarge, InvalidImage, UnsupportedImage
+from .shrink import fit_size, shrunk_rgb_or_rgba
 
 # Pillow's names for the formats behind the allowed extensions. Opening is
 # restricted to these, so no other decoder ever sees untrusted bytes.
@@ -28,12 +30,6 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError,
                   TypeError, KeyError, ZeroDivisionError, struct.error)
 
 _MIB = 1024 * 1024
-# Pillow opens a JPEG with more pictures after the first (phones' MPO) as
-# "MPO": the same decoder, the same draft.
-_JPEG_FORMATS = ("JPEG", "MPO")
-# What a decode takes beyond what decode_cost_bytes counts (Python objects,
-# zlib's window, libjpeg's tables): measured at 0.5-1 MB, counted as 8.
-_DECODE_OVERHEAD_BYTES = 8 * _MIB
 _EXIF_ORIENTATION = 0x0112
 # What each EXIF orientation needs to be upright (as ImageOps.exif_transpose).
 _TRANSPOSE_BY_ORIENTATION = {
@@ -44,15 +40,53 @@ _TRANSPOSE_BY_ORIENTATION = {
 }
 
 
+def fitted_size(data: bytes, *, formats: tuple[str, ...], max_pixels: int,
+                max_dimension_px: int, budget_bytes: int | None = None) -> tuple[int, int]:
+    """The size ``decode`` would give (before an EXIF turn), from the header
+    alone: what the pipeline chooses its way by. With ``budget_bytes``, that
+    decode's cost is checked too, so a full-resolution request over it is
+    refused before its first, reduced, decode and inference."""
+    image = _opened(data, formats, max_pixels)
+    header_size = image.size
+    target = fit_size(header_size, max_dimension_px)
+    if budget_bytes is not None:
+        _draft(image, target)
+        _check_budget(image, header_size, target, budget_bytes)
+    return target
+
+
 def decode(data: bytes, *, formats: tuple[str, ...], max_pixels: int,
-           max_dimension_px: int, budget_bytes: int | None = None) -> Image.Image:
-    """Decode an upload into an RGB or RGBA image no larger than max_dimension_px.
+           max_dimension_px: int, budget_bytes: int | None = None,
+           size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an upload into an RGB or RGBA image no larger than max_dimension_px,
+    or of exactly ``size`` (before the EXIF turn; the model's own view of it).
 
     The pixel budget and the memory budget are checked from the header,
     before any pixel is decoded, so a small file declaring 40000x40000 px, or
     5000x5000 px of 16-bit samples, costs nothing. Only the first frame of an
     animation is used; EXIF orientation is applied.
     """
+    image = _opened(data, formats, max_pixels)
+    width, height = image.size
+    target = size or fit_size(image.size, max_dimension_px)
+    _draft(image, target)
+    if budget_bytes is not None:
+        _check_budget(image, (width, height), target, budget_bytes)
+    try:
+        image = _loaded(data, image)
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(str(error)) from None
+    except _DECODE_ERRORS:
+        raise InvalidImage("The image data is damaged or truncated.") from None
+    # PERF: rotated after shrinking, so the turn copies 1024 px, not the original.
+    image = shrunk_rgb_or_rgba(image, target)
+    transpose = _TRANSPOSE_BY_ORIENTATION.get(orientation)
+    return image if transpose is None else image.transpose(transpose)
+
+
+def _opened(data: bytes, formats: tuple[str, ...], max_pixels: int) -> Image.Image:
+    """The upload opened (its header read, no pixel decoded), within max_pixels."""
     if not data:
         raise InvalidImage("The file is empty.")
     image = _open(data, formats)
@@ -63,27 +97,47 @@ def decode(data: bytes, *, formats: tuple[str, ...], max_pixels: int,
         raise ImageTooLarge(
             f"The image is {width}x{height} px ({width * height} pixels); "
             f"the limit is {max_pixels} pixels.")
-    if image.format in _JPEG_FORMATS:
+    return image
+
+
+def _draft(image: Image.Image, target: tuple[int, int]) -> None:
+    if image.format in JPEG_FORMATS:
         # PERF: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image
         # will be shrunk anyway: less memory and time than a full decode.
-        image.draft(image.mode, shrink.fit_size(image.size, max_dimension_px))
-    needed_bytes = decode_cost_bytes(image, (width, height), max_dimension_px)
-    if budget_bytes is not None and needed_bytes > budget_bytes:
+        image.draft(image.mode, target)
+
+
+def _check_budget(image: Image.Image, header_size: tuple[int, int], target: tuple[int, int],
+                  budget_bytes: int) -> None:
+    """Refuse (413) a decode of this opened image to ``target`` whose
+    estimate (of the drafted decode, for a JPEG) is over the budget."""
+    needed_bytes = decode_cost_bytes(image, header_size, target,
+                                     turned=_declared_orientation(image) in _TRANSPOSE_BY_ORIENTATION)
+    if needed_bytes > budget_bytes:
+        width, height = header_size
         raise DecodeBudgetExceeded(
             f"Decoding this {width}x{height} px {image.format} image ({image.mode}) would "
             f"take about {needed_bytes / _MIB:.0f} MB; the decode budget is "
             f"{budget_bytes / _MIB:.0f} MB.")
+
+
+def _declared_orientation(image: Image.Image) -> int:
+    """The EXIF orientation the header declares, read without decoding.
+
+    NOTE: not getexif(), which for a PNG decodes the whole image to look for
+    an eXIf chunk after the pixels; such a late chunk's turn goes uncounted.
+    """
     try:
-        image = _loaded(data, image)
-        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    except Image.DecompressionBombError as error:
-        raise ImageTooLarge(str(error)) from None
+        if image.format == "TIFF":
+            return int(image.tag_v2.get(0x0112, 1))
+        exif = image.info.get("exif")
+        if not exif:
+            return 1
+        declared = Image.Exif()
+        declared.load(exif)
+        return int(declared.get(_EXIF_ORIENTATION, 1))
     except _DECODE_ERRORS:
-        raise InvalidImage("The image data is damaged or truncated.") from None
-    # PERF: rotated after shrinking, so the turn copies 1024 px, not the original.
-    image = shrink.shrunk_rgb_or_rgba(image, max_dimension_px)
-    transpose = _TRANSPOSE_BY_ORIENTATION.get(orientation)
-    return image if transpose is None else image.transpose(transpose)
+        return 1  # unreadable here: the decode itself says so, or ignores it
 
 
 def _loaded(data: bytes, image: Image.Image) -> Image.Image:
@@ -114,68 +168,3 @@ def _open(data: bytes, formats: tuple[str, ...]) -> Image.Image:
         raise InvalidImage("The image header is damaged.") from None
 
 
-def decode_cost_bytes(image: Image.Image, header_size: tuple[int, int],
-                      max_dimension_px: int) -> int:
-    """Bytes decoding and shrinking this opened (not yet loaded) image takes at most.
-
-    ``header_size`` is the size the file declares; ``image.size`` may be
-    smaller after a JPEG draft. Counted: the decoded pixels as Pillow stores
-    them, the decoder's own buffers, and the shrink's strips and results.
-    """
-    width, height = image.size
-    # NOTE: Pillow also keeps a pointer per row: 100 MB for a 2 x 12,500,000 image.
-    decoded = height * (width * _bytes_per_pixel(image.mode) + 8)
-    return (_DECODE_OVERHEAD_BYTES + decoded + _decoder_bytes(image, header_size)
-            + shrink.cost_bytes(image.mode, image.size, max_dimension_px))
-
-
-def _bytes_per_pixel(mode: str) -> int:
-    # Pillow keeps 1 byte for 1, L and P, 2 for I;16*, and 4 for the rest
-    # (RGB and LA included: one 32-bit word per pixel).
-    if mode in ("1", "L", "P"):
-        return 1
-    return 2 if mode.startswith("I;16") else 4
-
-
-def _decoder_bytes(image: Image.Image, header_size: tuple[int, int]) -> int:
-    """The decoder's buffers beside the image, from its format (measured, see tests)."""
-    width, height = header_size
-    if image.format == "WEBP":
-        # libwebp's animation decoder (Pillow's only one) keeps two RGBA
-        # canvases, and Pillow copies the frame into bytes before the image.
-        return 3 * width * height * 4
-    if image.format == "PNG":
-        # The current and previous row, at up to 8 bytes a pixel (RGBA, 16
-        # bits), and the pieces of a pipelined decode.
-        return 2 * width * 8 + pngdecode.BUFFER_BYTES
-    if image.format == "TIFF":
-        # libtiff decodes a strip or tile at a time into a buffer of its own,
-        # as big as the file declares it.
-        tags = image.tag_v2
-        if _tiff_number(tags, 322):  # TileWidth
-            block_pixels = _tiff_number(tags, 322) * _tiff_number(tags, 323, height)
-        else:  # RowsPerStrip
-            block_pixels = width * min(height, _tiff_number(tags, 278, height))
-        return block_pixels * max(4, _tiff_number(tags, 277, 1) * _tiff_sample_bytes(tags))
-    if image.format in _JPEG_FORMATS and image.info.get("progressive"):
-        # A progressive JPEG keeps every DCT coefficient (2 bytes) of every
-        # component at its full sampled size, whatever the draft scale.
-        layers = [(max(1, h), max(1, v)) for _, h, v, _ in getattr(image, "layer", ())]
-        layers = layers or [(1, 1)] * len(image.getbands())
-        most_h, most_v = max(h for h, _ in layers), max(v for _, v in layers)
-        return 2 * sum(-(-width * h // most_h) * -(-height * v // most_v) for h, v in layers)
-    return 0
-
-
-def _tiff_number(tags, tag: int, default: int = 0) -> int:
-    """A positive whole-number TIFF tag, or the default for one missing or odd."""
-    value = tags.get(tag)
-    return value if isinstance(value, int) and value > 0 else default
-
-
-def _tiff_sample_bytes(tags) -> int:
-    """Bytes per sample from BitsPerSample (one number, or one per sample)."""
-    bits = tags.get(258)
-    given = [b for b in (bits if isinstance(bits, tuple) else (bits,))
-             if isinstance(b, int) and 0 < b <= 64]
-    return -(-max(given, default=8) // 8)

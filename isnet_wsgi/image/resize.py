@@ -34,7 +34,7 @@ def resized_bands(image: Image.Image, size: tuple[int, int], resample: Image.Res
     if threads < 2 or image.mode not in (_AS_IS if both_passes else _BY_PIXEL):
         return [((0, 0), image.resize(size, resample))]
     if both_passes:
-        between = (width, source_height) if _horizontal_first(image.size, size) else (
+        between = (width, source_height) if horizontal_first(image.size, size) else (
             source_width, height)
         image = resized(image, between, resample, threads)
         source_width, source_height = between
@@ -67,7 +67,7 @@ def resized(image: Image.Image, size: tuple[int, int], resample: Image.Resamplin
     return result
 
 
-def _horizontal_first(source_size: tuple[int, int], size: tuple[int, int]) -> bool:
+def horizontal_first(source_size: tuple[int, int], size: tuple[int, int]) -> bool:
     """Whether Pillow resamples rows before columns (ImagingResampleInner,
     Pillow 13): unless the height shrinks by more than twice what the width does."""
     (source_width, source_height), (width, height) = source_size, size

@@ -4,7 +4,7 @@ A decoded upload may be 25 megapixels of RGBA, 16-bit or float samples.
 Pillow's own resize of RGBA or LA first makes a premultiplied copy of the
 whole image, and every mode conversion is a whole second image; here both are
 done a strip of rows at a time, so the extra memory is a few strips, the
-reduced image and the result, which ``cost_bytes`` counts before decoding.
+reduced image and the result, which cost.py counts before decoding.
 The pixels are those of Pillow's whole-image resize (LANCZOS, reducing_gap).
 """
 
@@ -23,7 +23,7 @@ _LANCZOS_SUPPORT = 3.0
 # service used before.
 _REDUCING_GAP = 3.0
 # Modes Pillow resamples as they are, without a converted copy.
-_RESAMPLED_AS_IS = ("L", "RGB", "RGBa")
+RESAMPLED_AS_IS = ("L", "RGB", "RGBa")
 
 
 def fit_size(size: tuple[int, int], max_px: int) -> tuple[int, int]:
@@ -33,42 +33,16 @@ def fit_size(size: tuple[int, int], max_px: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def cost_bytes(mode: str, size: tuple[int, int], max_px: int) -> int:
-    """The most memory ``shrunk_rgb_or_rgba`` needs beside the decoded image."""
-    target = fit_size(size, max_px)
-    width, height = size
-    if target == size:
-        # Converted whole: a 4-byte copy, and for 16/32-bit samples a float32
-        # and an 8-bit one before it.
-        if mode in ("RGB", "RGBA"):
-            return 0
-        return (9 if _is_high_bit_depth(mode) else 4) * width * height
-    factor_x, factor_y = _reduce_factors(size, target)
-    reduced_height = -(-height // factor_y)
-    reduced = -(-width // factor_x) * reduced_height if factor_x * factor_y > 1 else 0
-    # LANCZOS's horizontal pass keeps target-width rows for the height it
-    # resamples at once: the whole (reduced) image, or one strip.
-    horizontal_pass = target[0] * reduced_height
-    strips = 0
-    if mode not in _RESAMPLED_AS_IS:
-        # NOTE: a strip is a few rows however wide they are: the strip of a
-        # 1,000,000 x 25 image is all of it, and the estimate says so.
-        rows = min(height, _rows_per_strip(width, factor_y) + 2 * _margin_rows(size, target))
-        strips = 3 * width * rows  # cropped, converted, premultiplied or scaled
-        horizontal_pass = horizontal_pass if reduced else target[0] * rows
-    return 4 * (reduced + strips + horizontal_pass + target[0] * target[1])
-
-
-def shrunk_rgb_or_rgba(image: Image.Image, max_px: int) -> Image.Image:
-    """The image as RGB or RGBA, scaled down (never up) so its long side is at most max_px."""
-    target = fit_size(image.size, max_px)
+def shrunk_rgb_or_rgba(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """The image as RGB or RGBA, scaled down to ``target`` (fit_size's, or the
+    model's own square for the view it runs on)."""
     if target == image.size:
         return rgb_or_rgba(image)
-    if image.mode in _RESAMPLED_AS_IS:
+    if image.mode in RESAMPLED_AS_IS:
         return rgb_or_rgba(image.resize(target, Image.Resampling.LANCZOS,
                                         reducing_gap=_REDUCING_GAP))
     working_mode, to_working = _working_mode(image)
-    factors = _reduce_factors(image.size, target)
+    factors = reduce_factors(image.size, target)
     if factors == (1, 1):
         return rgb_or_rgba(_resized_in_strips(image, target, working_mode, to_working))
     width, height = image.size
@@ -78,7 +52,7 @@ def shrunk_rgb_or_rgba(image: Image.Image, max_px: int) -> Image.Image:
     return rgb_or_rgba(reduced.resize(target, Image.Resampling.LANCZOS, box=box))
 
 
-def _is_high_bit_depth(mode: str) -> bool:
+def is_high_bit_depth(mode: str) -> bool:
     return mode.startswith("I") or mode == "F"  # I, I;16, I;16B, I;16L, I;16N, F
 
 
@@ -91,7 +65,7 @@ def rgb_or_rgba(image: Image.Image) -> Image.Image:
     """A small (already fitted) image in one of the two modes the pipeline takes."""
     if image.mode in ("RGB", "RGBA"):
         return image
-    if _is_high_bit_depth(image.mode):
+    if is_high_bit_depth(image.mode):
         image = _high_bit_depth_to_grey(image)(image)
     return image.convert("RGBA" if _has_alpha(image) else "RGB")
 
@@ -102,7 +76,7 @@ def _working_mode(image: Image.Image):
     Alpha is premultiplied while resampling, as Pillow's resize does;
     greyscale stays one band until the end.
     """
-    if _is_high_bit_depth(image.mode):
+    if is_high_bit_depth(image.mode):
         return "L", _high_bit_depth_to_grey(image)
     if _has_alpha(image):
         return "RGBa", lambda strip: (strip if strip.mode == "RGBA"
@@ -135,16 +109,16 @@ def _high_bit_depth_to_grey(image: Image.Image):
     return to_grey
 
 
-def _reduce_factors(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+def reduce_factors(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
     return tuple(max(1, int(side / goal / _REDUCING_GAP)) for side, goal in zip(size, target))
 
 
-def _rows_per_strip(width: int, multiple: int = 1) -> int:
+def rows_per_strip(width: int, multiple: int = 1) -> int:
     rows = max(1, STRIP_BYTES // (4 * width))
     return max(multiple, rows - rows % multiple)
 
 
-def _margin_rows(size: tuple[int, int], target: tuple[int, int]) -> int:
+def margin_rows(size: tuple[int, int], target: tuple[int, int]) -> int:
     return int(_LANCZOS_SUPPORT * max(1.0, size[1] / target[1])) + 2
 
 
@@ -154,7 +128,7 @@ def _reduced_in_strips(image: Image.Image, factors: tuple[int, int], mode: str,
     width, height = image.size
     factor_x, factor_y = factors
     reduced = Image.new(mode, (-(-width // factor_x), -(-height // factor_y)))
-    rows = _rows_per_strip(width, factor_y)
+    rows = rows_per_strip(width, factor_y)
     for top in range(0, height, rows):
         strip = to_working(image.crop((0, top, width, min(height, top + rows))))
         reduced.paste(strip.reduce(factors), (0, top // factor_y))
@@ -170,8 +144,8 @@ def _resized_in_strips(image: Image.Image, size: tuple[int, int], mode: str,
     """
     width, height = image.size
     scale_y = height / size[1]
-    margin = _margin_rows(image.size, size)
-    rows = max(1, int(_rows_per_strip(width) / scale_y))
+    margin = margin_rows(image.size, size)
+    rows = max(1, int(rows_per_strip(width) / scale_y))
     resized = Image.new(mode, size)
     for top in range(0, size[1], rows):
         bottom = min(size[1], top + rows)

@@ -300,18 +300,17 @@ class Segmenter:
         if isinstance(height, int) and isinstance(width, int):
             self.input = dataclasses.replace(self.input, size_px=(width, height))
 
-    def mask(self, image: Image.Image, *, size: tuple[int, int] | None = None,
-             timeout_s: float | None = None) -> Image.Image:
-        """The subject's alpha for ``image``: an 'L' mask of the image's size,
-        or of ``size`` (the model's own, ``input.size_px``, for a caller that
-        brings it to full resolution a band at a time: image/fullsize.py).
+    def mask(self, image: Image.Image, *, timeout_s: float | None = None) -> Image.Image:
+        """The subject's alpha for ``image``: an 'L' mask of the image's size.
 
-        Raises InferenceTimeout past timeout_s.
+        A full-resolution request hands it an image of the model's own size
+        (``input.size_px``) and brings the mask up a band at a time
+        (image/fullsize.py). Raises InferenceTimeout past timeout_s.
         """
         tensor = self.input.tensor(image, threads=self.options.intra_op_threads)
         output = self.run(tensor, timeout_s=timeout_s)
         del tensor  # PERF: no longer needed while the mask is made
-        return mask_from_output(output, size or image.size, self.input.resample,
+        return mask_from_output(output, image.size, self.input.resample,
                                 threads=self.options.intra_op_threads)
 
     def run(self, tensor: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
