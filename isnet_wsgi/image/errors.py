@@ -23,3 +23,10 @@ class DecodeBudgetExceeded(ImageTooLarge):
     """Decoding the image would take more memory than the budget (413)."""
 
     code = "decode_budget_exceeded"
+
+
+class OutputTooLarge(ImageTooLarge):
+    """The answer would be larger than its format's encoder can make within
+    the worker's memory (413)."""
+
+    code = "output_too_large"

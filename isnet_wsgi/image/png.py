@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -131,3 +132,70 @@ def chunk_parts(kind: bytes, payload: list[bytes]) -> list[bytes]:
         crc = zlib.crc32(part, crc)
     length = sum(len(part) for part in payload)
     return [struct.pack(">I", length), kind, *payload, struct.pack(">I", crc)]
+
+
+def encode_in_bands(image: Image.Image, *, mode: str | None = None,
+                    box: tuple[int, int, int, int] | None = None, threads: int = 1,
+                    band_bytes: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+    """The image as PNG, in pieces made as they are taken: a full-size
+    answer streamed to the client, never all its bytes at once.
+
+    ``mode`` ("RGB" of an RGBA image) drops the alpha a band at a time;
+    ``box`` (left, top, right, bottom) writes that part of the image only.
+    Each band of rows is filtered against the row above it and deflated in
+    ``threads`` pieces as ``encode`` does, and becomes one IDAT chunk; the
+    last one ends the zlib stream.
+    """
+    mode = mode or image.mode
+    if mode not in COLOUR_TYPES or (mode != image.mode and (image.mode, mode) != ("RGBA", "RGB")):
+        raise ValueError(f"cannot write {image.mode} images as {mode} PNG")
+    left, first, right, end = box or (0, 0, *image.size)
+    width, height = right - left, end - first
+    header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[mode], 0, 0, 0)
+    yield SIGNATURE + chunk(b"IHDR", header)
+    rows_per_band = max(1, band_bytes // (4 * width))
+    above = None
+    checksum = 1  # the Adler-32 of nothing
+    for top in range(0, height, rows_per_band):
+        bottom = min(height, top + rows_per_band)
+        pixels = np.asarray(image.crop((left, first + top, right, first + bottom)))
+        if mode != image.mode:
+            pixels = pixels[:, :, :3]
+        rows = np.ascontiguousarray(pixels).reshape(bottom - top, -1)
+        scanlines = _band_scanlines(rows, above)
+        above = rows[-1].copy()
+        last = bottom == height
+        spans = _row_spans(scanlines[:, 1:], mode, threads)
+
+        def piece(index: int, scanlines=scanlines, spans=spans, last=last) -> tuple[bytes, int, int]:
+            data = memoryview(scanlines[slice(*spans[index])]).cast("B")
+            compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS, 9, zlib.Z_RLE)
+            final = last and index == len(spans) - 1
+            deflated = compressor.compress(data) + compressor.flush(
+                zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+            return deflated, zlib.adler32(data), len(data)
+
+        pieces = map_in_threads(piece, range(len(spans)))
+        for _, adler, length in pieces:
+            checksum = _adler32_combine(checksum, adler, length)
+        stream = [deflated for deflated, _, _ in pieces]
+        if top == 0:
+            stream.insert(0, ZLIB_HEADER)
+        if last:
+            stream.append(struct.pack(">I", checksum))
+        yield b"".join(chunk_parts(b"IDAT", stream))
+    yield chunk(b"IEND", b"")
+
+
+def _band_scanlines(rows: np.ndarray, above: np.ndarray | None) -> np.ndarray:
+    """A band's rows as "Up"-filtered scanlines; ``above`` is the row over
+    the band (None for the image's first, which is written unfiltered)."""
+    scanlines = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+    scanlines[:, 0] = _FILTER_UP
+    if above is None:
+        scanlines[0, 0] = _FILTER_NONE
+        scanlines[0, 1:] = rows[0]
+    else:
+        np.subtract(rows[0], above, out=scanlines[0, 1:])
+    np.subtract(rows[1:], rows[:-1], out=scanlines[1:, 1:])
+    return scanlines

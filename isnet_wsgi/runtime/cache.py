@@ -20,6 +20,8 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# The most of the cache one entry may take.
+ENTRY_SHARE = 0.5
 # Linux: map the pages at once, not one fault at a time.
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
@@ -57,11 +59,14 @@ class ResultCache(Generic[Value]):
     """Least-recently-used entries whose ``size_of`` sum stays within max_bytes.
 
     ``max_bytes`` 0 turns the cache off: nothing is stored, every get misses.
-    An entry larger than the whole budget is not stored.
+    An entry above the cache's share (ENTRY_SHARE of it) is not stored: a
+    full-resolution answer (3-25 MB) would push out every 1024-px one and,
+    held, add its bytes to the worker's peak for the sake of one repeat.
     """
 
     def __init__(self, max_bytes: int, size_of=len):
         self.max_bytes = max_bytes
+        self.max_entry_bytes = int(max_bytes * ENTRY_SHARE)
         self._size_of = size_of
         self._entries: OrderedDict[Hashable, tuple[Value, int]] = OrderedDict()
         self._lock = threading.Lock()
@@ -88,7 +93,7 @@ class ResultCache(Generic[Value]):
 
     def put(self, key: Hashable, value: Value) -> None:
         size = self._size_of(value)
-        if not self.enabled or size > self.max_bytes:
+        if not self.enabled or size > self.max_entry_bytes:
             return
         with self._lock:
             old = self._entries.pop(key, None)
@@ -110,4 +115,4 @@ class ResultCache(Generic[Value]):
 
     def stats(self) -> dict:
         return {"enabled": self.enabled, "entries": len(self._entries), "bytes": self.bytes,
-                "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses}
+                "max_bytes": self.max_bytes, "max_entry_bytes": self.max_entry_bytes, "hits": self.hits, "misses": self.misses}

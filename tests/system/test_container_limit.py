@@ -8,6 +8,9 @@ child of (v1 memory.limit_in_bytes or v2 memory.max), as in a container
 with a memory limit. With its default onnxruntime arena (ORT_ARENA_MB), the
 service keeps none in 256 MiB and keeps it in 512 MiB
 (ARENA_MIN_MEMORY_MB), where a large upload's decode comes on top of it.
+
+At full resolution (MAX_DIMENSION=8192, MAX_UPLOAD_MB=25), four clients
+send 12-25 MP phone-sized photos to both endpoints in 512 MiB: the same rules.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from bench.full_resolution import SIZES_BY_MEGAPIXELS, synthetic_photo
 from tests.helpers import encode_image, open_image, photo_bytes
 from tests.system import cgroups
 from tests.system.server import running_gunicorn
@@ -79,10 +84,10 @@ class MemoryCgroup:
         cgroups.remove(self.path)
 
 
-@pytest.fixture(params=sorted(ARENA_BY_LIMIT_MIB), ids=lambda limit: f"{limit}MiB")
-def limited_cgroup(request):
+@contextmanager
+def memory_cgroup(limit_mib: int):
     try:
-        group = MemoryCgroup.create(request.param * 2**20)
+        group = MemoryCgroup.create(limit_mib * 2**20)
     except (OSError, StopIteration) as error:
         pytest.fail(f"this test needs root and a memory cgroup it may create a child of "
                     f"(cgroup v1 or v2): {error!r}")
@@ -90,6 +95,12 @@ def limited_cgroup(request):
         yield group
     finally:
         group.remove()
+
+
+@pytest.fixture(params=sorted(ARENA_BY_LIMIT_MIB), ids=lambda limit: f"{limit}MiB")
+def limited_cgroup(request):
+    with memory_cgroup(request.param) as group:
+        yield group
 
 
 def workload() -> list[tuple[str, bytes]]:
@@ -105,14 +116,35 @@ def workload() -> list[tuple[str, bytes]]:
 
 
 def test_four_clients_in_a_small_cgroup_cause_no_oom_kill(tmp_path, limited_cgroup):
-    cases = workload()
+    _four_clients_cause_no_oom_kill(tmp_path, limited_cgroup, workload(), ["/api/bg/remove"])
+
+
+def full_resolution_workload() -> list[tuple[str, bytes]]:
+    """Phone-sized JPEGs, 12 to 25 MP, made from a CC0 photo with texture."""
+    return [(f"{megapixels} MP.jpg", synthetic_photo(SIZES_BY_MEGAPIXELS[megapixels]))
+            for megapixels in (12, 20, 25)]
+
+
+def test_four_clients_sending_12_to_25_mp_photos_at_full_resolution_cause_no_oom_kill(
+        tmp_path):
+    with memory_cgroup(512) as group:
+        _four_clients_cause_no_oom_kill(
+            tmp_path, group, full_resolution_workload(),
+            ["/api/bg/remove", "/api/bg/change_color"], MAX_DIMENSION="8192",
+            MAX_UPLOAD_MB="25")
+
+
+def _four_clients_cause_no_oom_kill(tmp_path, group: MemoryCgroup,
+                                    cases: list[tuple[str, bytes]], paths: list[str],
+                                    **settings: str) -> None:
+    """CLIENTS clients send ``cases`` in turn, to each of ``paths`` in turn,
+    for LOAD_SECONDS: every answer 200 or 413, no OOM kill, one worker throughout."""
     # The master and every worker it forks are inside before the first allocation.
-    with running_gunicorn(tmp_path, command_prefix=cgroups.enter_command(limited_cgroup.path),
-                          env=make_run_env(),
-                          CACHE_MB="0") as server:
+    with running_gunicorn(tmp_path, command_prefix=cgroups.enter_command(group.path),
+                          env=make_run_env(), CACHE_MB="0", **settings) as server:
         state = server.json("/api/bg/status")
-        assert state["memory"]["cgroup_limit_mb"] == limited_cgroup.limit_mib
-        assert state["memory"]["arena_mb"] == ARENA_BY_LIMIT_MIB[round(limited_cgroup.limit_mib)]
+        assert state["memory"]["cgroup_limit_mb"] == group.limit_mib
+        assert state["memory"]["arena_mb"] == ARENA_BY_LIMIT_MIB[round(group.limit_mib)]
         workers = server.worker_pids()
         answers: list[tuple[str, int | str]] = []
         deadline = time.monotonic() + LOAD_SECONDS
@@ -121,10 +153,10 @@ def test_four_clients_in_a_small_cgroup_cause_no_oom_kill(tmp_path, limited_cgro
             turn = offset
             while time.monotonic() < deadline:
                 name, data = cases[turn % len(cases)]
+                path = paths[turn % len(paths)]
                 turn += 1
                 try:
-                    status, _, _ = server.upload("/api/bg/remove", data, filename_for(data),
-                                                 timeout_s=120)
+                    status, _, _ = server.upload(path, data, filename_for(data), timeout_s=120)
                 except OSError as error:
                     status = repr(error)
                 answers.append((name, status))
@@ -138,9 +170,9 @@ def test_four_clients_in_a_small_cgroup_cause_no_oom_kill(tmp_path, limited_cgro
         print(f"{len(answers)} answers in {LOAD_SECONDS:.0f} s: "
               f"{sum(status == 200 for _, status in answers)} x 200, "
               f"{sum(status == 413 for _, status in answers)} x 413; worker peak "
-              f"{final['memory']['peak_rss_mb']} MB; {limited_cgroup.report()}")
+              f"{final['memory']['peak_rss_mb']} MB; {group.report()}")
         unexpected = [(name, status) for name, status in answers if status not in (200, 413)]
         assert not unexpected
-        assert limited_cgroup.oom_kills == 0
+        assert group.oom_kills == 0
         assert server.worker_pids() == workers and final["worker_starts"] == 1
         assert sum(status == 200 for _, status in answers) >= CLIENTS
