@@ -9,11 +9,18 @@ normalised part of a cache key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Callable, Mapping
 
 from .image.encode import format_names
-from .numerals import parse_boolean, parse_decimal_number, parse_whole_number
+from .numerals import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    parse_boolean,
+    parse_decimal_number,
+    parse_whole_number,
+)
 
 # Output formats per operation, with the aliases accepted for them.
 REMOVE_FORMATS = format_names("PNG", "WEBP")
@@ -28,6 +35,18 @@ MIN_DIMENSION_PX = 16
 _HEX_COLOR = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
 # NOTE: [0-9], not \d, which takes any script's digits ("２５５"): numerals.py's rule.
 _RGB_TRIPLE = re.compile(r"([0-9]{1,3})\s*,\s*([0-9]{1,3})\s*,\s*([0-9]{1,3})")
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+# What numerals.parse_boolean accepts (blank: the default), as a pattern.
+BOOLEAN_PATTERN = (r"^\s*(" + "|".join(_any_case(word) for word in TRUE_WORDS + FALSE_WORDS)
+                   + r")?\s*$")
+# What parse_color accepts, as the OpenAPI document's pattern (ECMA-262
+# syntax); blank is the default colour. A test holds the two together.
+_COMPONENT = "([01]?[0-9]?[0-9]|2[0-4][0-9]|25[0-5])"
+COLOR_PATTERN = (r"^\s*$|^\s*(#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})|"
+                 rf"{_COMPONENT}\s*,\s*{_COMPONENT}\s*,\s*{_COMPONENT})\s*$")
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
@@ -99,7 +118,7 @@ class Option:
     maximum: float | None = None
     minimum_excluded: bool = False
     parse_text: Callable[[str], object] | None = None  # for a string that is no choice
-    examples: tuple[str, ...] = ()
+    pattern: str | None = None  # what parse_text accepts, for the schema
 
     def read(self, values: Mapping[str, str]):
         """This option's value from the text values (missing or blank: the default)."""
@@ -118,7 +137,7 @@ class Option:
         if self.type == "integer":
             value = _or_refuse(self, parse_whole_number, raw, self._range_text())
         elif self.type == "number":
-            value = _or_refuse(self, parse_decimal_number, raw, self._range_text())
+            value = _or_refuse(self, parse_json_number, raw, self._range_text())
         else:
             try:
                 return self.parse_text(raw)
@@ -141,16 +160,38 @@ class Option:
     def schema(self) -> dict:
         """JSON Schema of the option, with its description (OpenAPI, docs page)."""
         schema: dict = {"type": self.type, "description": self.description}
+        if self.type == "boolean":
+            # As text (a form, the query), the words parse_boolean reads, in any case.
+            schema.update(type=["boolean", "string"], pattern=BOOLEAN_PATTERN)
         if self.choices is not None:
             schema["enum"] = sorted(self.choices)
         if self.minimum is not None:
             schema["exclusiveMinimum" if self.minimum_excluded else "minimum"] = self.minimum
             schema["maximum"] = self.maximum
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern
         if self.default is not None:
             schema["default"] = self.default
-        if self.examples:
-            schema["examples"] = list(self.examples)
         return schema
+
+
+# A JSON number without a sign: how an OpenAPI client writes a `number`
+# (Python and JavaScript write 0.00001 as 1e-05).
+_JSON_NUMBER = re.compile(r"(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]{1,3})?")
+MAX_NUMBER_CHARS = 32
+
+
+def parse_json_number(text: str) -> float:
+    """A decimal as numerals.py reads it, or as JSON writes it ('5e-324'); finite."""
+    try:
+        return parse_decimal_number(text)
+    except ValueError:
+        if len(text) > MAX_NUMBER_CHARS or not _JSON_NUMBER.fullmatch(text):
+            raise
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text[:32]!r}")
+    return value
 
 
 def given_text(values: Mapping[str, str], name: str) -> str | None:
@@ -172,8 +213,9 @@ def _output_format(choices: Mapping[str, str], default: str, description: str) -
 
 def _max_dimension(ceiling_px: int) -> Option:
     return Option("max_dimension", "max_dimension_px", "integer",
-                  "Long side of the output, px. Above MAX_DIMENSION is refused (400), not "
-                  "clamped; images are never scaled up.", ceiling_px,
+                  f"Long side of the output, px: at most {ceiling_px} here (MAX_DIMENSION, "
+                  "which may be raised to 8192 for full-resolution cut-outs). Above it is "
+                  "refused (400), not clamped; images are never scaled up.", ceiling_px,
                   minimum=MIN_DIMENSION_PX, maximum=ceiling_px)
 
 
@@ -203,8 +245,9 @@ def color_spec(*, ceiling_px: int, refine_default: bool = False) -> tuple[Option
     """Every option of /api/bg/change_color."""
     return (
         _output_format(COLOR_FORMATS, "jpeg", "jpeg (quality 90), png, or webp (lossless)."),
-        Option("color", "rgb", "string", "Background colour: #RRGGBB, #RGB or R,G,B (0-255).",
-               "#FFFFFF", parse_text=parse_color, examples=("#00FF00", "#0F0", "0,255,0")),
+        Option("color", "rgb", "string", "Background colour: #RRGGBB, #RGB or R,G,B (0-255), "
+               "e.g. #00FF00, #0F0 or 0,255,0.", "#FFFFFF", parse_text=parse_color,
+               pattern=COLOR_PATTERN),
         # NOTE: a radius of 0 would be the unblurred photo: the original background.
         Option("blur", "blur_radius_px", "number", "Keep the photo's own background, "
                "Gaussian-blurred with this radius (px). One background only: color, blur or "
@@ -214,6 +257,43 @@ def color_spec(*, ceiling_px: int, refine_default: bool = False) -> tuple[Option
     )
 
 
+# Options that only make sense together, or not at all together: each group
+# is read from one place (the form, when it names any of them; else the query).
+REMOVE_GROUPS = (("crop", "margin"),)
+COLOR_GROUPS = (("color", "blur", "bg_file"),)
+BACKGROUNDS = COLOR_GROUPS[0]
+
+
+def remove_rules_schema() -> dict:
+    """remove_options' rule between options, as JSON Schema: margin needs crop.
+
+    NOTE: written with anyOf and false schemas, not if/then/not: schemathesis
+    cannot judge a conditional over an object that holds a file.
+    """
+    return {"anyOf": [{"properties": {"margin": {"const": 0}}},
+                      {"required": ["crop"], "properties": {"crop": {"const": True}}}]}
+
+
+def color_rules_schema(names: tuple[str, ...] = BACKGROUNDS) -> dict:
+    """color_options' rule as JSON Schema: at most one of the backgrounds named
+    (a blank colour is the default, not a choice). See remove_rules_schema."""
+    absent = {name: ({"pattern": r"^\s*$"} if name == "color" else False) for name in names}
+    return {"anyOf": [{"properties": {name: absent[name] for name in names if name != kept}}
+                      for kept in names]}
+
+
+def check_known(spec: tuple[Option, ...], values: Mapping[str, str], *,
+                also: tuple[str, ...] = ()) -> None:
+    """An option no one declared is refused, naming the ones that exist:
+    ``-F Crop=true`` or ``-F colour=#000`` would otherwise do nothing, silently."""
+    known = [option.name for option in spec] + list(also)
+    unknown = sorted(name for name in values if name not in known)
+    if unknown:
+        names = ", ".join(repr(name[:32]) for name in unknown[:4])
+        raise OptionError("unknown_option", f"Unknown option {names}; the options are: "
+                                            f"{', '.join(known)} (names are lower case).")
+
+
 def _read(spec: tuple[Option, ...], values: Mapping[str, str]) -> dict:
     return {option.field: option.read(values) for option in spec}
 
@@ -221,7 +301,9 @@ def _read(spec: tuple[Option, ...], values: Mapping[str, str]) -> dict:
 def remove_options(values: Mapping[str, str], *, ceiling_px: int,
                    refine_default: bool = False) -> RemoveOptions:
     """Options for /remove from text values (missing or blank: the default)."""
-    given = _read(remove_spec(ceiling_px=ceiling_px, refine_default=refine_default), values)
+    spec = remove_spec(ceiling_px=ceiling_px, refine_default=refine_default)
+    check_known(spec, values)
+    given = _read(spec, values)
     if given["margin_px"] and not given["crop"]:
         raise OptionError("invalid_margin", "margin applies only with crop=true.")
     return RemoveOptions(**given)
@@ -234,7 +316,9 @@ def color_options(values: Mapping[str, str], *, ceiling_px: int, refine_default:
     One background at a time: a colour, a blur of the photo's own, or an
     image (``background_file``); naming two is an error rather than a guess.
     """
-    given = _read(color_spec(ceiling_px=ceiling_px, refine_default=refine_default), values)
+    spec = color_spec(ceiling_px=ceiling_px, refine_default=refine_default)
+    check_known(spec, values)
+    given = _read(spec, values)
     named = (given_text(values, "color") is not None, given["blur_radius_px"] is not None,
              background_file)
     if sum(named) > 1:

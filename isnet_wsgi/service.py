@@ -6,10 +6,12 @@ import json
 
 from .config import Settings
 from .model.segmenter import Segmenter
-from .web import docs
+from .web import docs, openapi
 from .web.api import BackgroundAPI
 from .web.app import Router, WSGIApp
-from .web.http import Request, Response
+from .web.removebg import RemoveBgAPI
+from .web.http import Request
+from .web.response import Response
 from .web.monitoring import MemoryGuard, Monitor
 
 
@@ -26,10 +28,11 @@ class Service(WSGIApp):
         self.monitor = Monitor(model_load_seconds=lambda: segmenter.load_seconds, log=log)
         self.memory_guard = MemoryGuard(settings.memory_limit_mb, log=log)
         self.api = BackgroundAPI(settings, segmenter, self.monitor, self.memory_guard)
+        self.removebg = RemoveBgAPI(self.api)
         super().__init__(self._routes())
         self.monitor.known_paths = {path for path, _ in self.router.routes()}
         self.after_response += [self.monitor.after_response, self.memory_guard.after_response]
-        self._openapi = json.dumps(docs.openapi_document(settings), indent=1).encode()
+        self._openapi = json.dumps(openapi.openapi_document(settings), indent=1).encode()
 
     def _routes(self) -> Router:
         router = Router()
@@ -40,6 +43,7 @@ class Service(WSGIApp):
         router.add("POST", "/api/bg/remove", self.api.remove)
         router.add("POST", "/api/bg/change_color", self.api.change_color)
         router.add("POST", "/api/bg/clear_cache", self.api.clear_cache)
+        router.add("POST", "/v1.0/removebg", self.removebg.removebg)
         router.add("GET", "/metrics", self.metrics)
         return router
 

@@ -8,7 +8,9 @@ and write the model and models/isnet-general-tiny.json.
 The build is deterministic: the same source, calibration photos and code give
 the same bytes, so the committed manifest names the sha256 a clean build
 produces. A build whose inputs match the manifest and whose model file is
-intact is a no-op. `--measure` adds peak RSS, latency and fidelity figures.
+intact is a no-op. `--check` builds into a scratch folder and fails unless
+the bytes reproduce the manifest's sha256; `--measure` adds peak RSS,
+latency and fidelity figures.
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ def is_up_to_date(manifest: dict, key: str, model_path: Path = MODEL_PATH) -> bo
     return source.sha256_file(model_path) == manifest.get("sha256")
 
 
+def quantised_file(src: source.Source, cache: Path, recipe: quantize.Recipe, folder: Path) -> tuple[Path, dict]:
+    """Quantise `src` into `folder`; returns the file and the build's facts."""
+    built = folder / MODEL_PATH.name
+    facts = quantize.quantize(fp32_reference(src, cache), built, lambda: calibrate.calibration_inputs(), recipe)
+    return built, facts
+
+
 def build(src: source.Source, cache: Path, recipe: quantize.Recipe, force: bool = False) -> dict:
     """Build if needed; return the manifest (written to MANIFEST_PATH)."""
     previous = read_manifest()
@@ -67,19 +76,42 @@ def build(src: source.Source, cache: Path, recipe: quantize.Recipe, force: bool 
         print(f"models/{MODEL_PATH.name} is up to date (sha256 {previous['sha256'][:12]}…)")
         return previous
     started = time.perf_counter()
-    reference = fp32_reference(src, cache)
+    print(f"building models/{MODEL_PATH.name}: {len(calibration_digests())} calibration photos, "
+          "two runs each, then quantisation (a few minutes)", flush=True)
     with tempfile.TemporaryDirectory(prefix="isnet-build-", dir=cache) as tmp:
-        built = Path(tmp) / MODEL_PATH.name
-        facts = quantize.quantize(reference, built, lambda: calibrate.calibration_inputs(), recipe)
+        built, facts = quantised_file(src, cache, recipe, Path(tmp))
         manifest = make_manifest(src, recipe.describe(), built, key, facts)
         source.copy_atomic(built, MODEL_PATH)
     _carry_over_measurements(previous, manifest)
     write_manifest(manifest)
     print(f"built models/{MODEL_PATH.name} in {time.perf_counter() - started:.0f} s, sha256 {manifest['sha256']}")
-    if previous.get("sha256") and previous["sha256"] != manifest["sha256"]:
-        print(f"warning: the previous manifest named sha256 {previous['sha256']}; the build is not "
-              "reproducible here, or its inputs changed", file=sys.stderr)
+    if previous.get("build", {}).get("key") == key and previous.get("sha256") != manifest["sha256"]:
+        print(f"warning: not reproducible here: the committed manifest was built from the same inputs "
+              f"and names sha256 {previous.get('sha256')}", file=sys.stderr)
+    elif previous.get("sha256") and previous["sha256"] != manifest["sha256"]:
+        print(f"note: the inputs changed; the previous manifest named sha256 {previous['sha256']}: "
+              "commit the new manifest with the model's recipe", file=sys.stderr)
     return manifest
+
+
+def check(src: source.Source, cache: Path, recipe: quantize.Recipe) -> int:
+    """Build into a scratch folder and compare with the committed manifest:
+    0 when the same inputs give the same sha256, 1 otherwise. models/ is not touched."""
+    committed = read_manifest()
+    key = build_key(src, recipe)
+    if committed.get("build", {}).get("key") != key:
+        print("error: the committed manifest was built from other inputs (code, photos, recipe or "
+              "onnxruntime/onnx versions); rebuild with `python -m models.build` and commit it", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="isnet-check-", dir=cache) as tmp:
+        built, _ = quantised_file(src, cache, recipe, Path(tmp))
+        sha256 = source.sha256_file(built)
+    if sha256 != committed.get("sha256"):
+        print(f"error: not reproducible: built sha256 {sha256}, the manifest names {committed.get('sha256')}",
+              file=sys.stderr)
+        return 1
+    print(f"reproduced: sha256 {sha256}")
+    return 0
 
 
 def _carry_over_measurements(previous: dict, manifest: dict) -> None:
@@ -93,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="source_path", type=Path,
                         help="an ISNet ONNX file (fp16 or fp32) to use instead of the npm package")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    parser.add_argument("--check", action="store_true",
+                        help="build into a scratch folder and fail unless it reproduces the manifest's sha256")
     parser.add_argument("--measure", action="store_true",
                         help="measure peak RSS, latency and fidelity and record them in the manifest")
     args = parser.parse_args(argv)
@@ -102,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     except source.SourceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if args.check:
+        return check(src, cache, quantize.Recipe())
     manifest = build(src, cache, quantize.Recipe(), force=args.force)
     if args.measure:
         from models import report

@@ -147,6 +147,9 @@ def test_raw_body_over_the_limit_is_413_before_decoding(client, settings):
     response = client.request("/api/bg/remove", method="POST", body=data,
                               content_type="image/png", status=413)
     assert response.json["error"] == "body_too_large"
+    # The limit as the settings write it, not a raw byte count.
+    assert f"the limit is {settings.max_upload_mb:g} MB (MAX_UPLOAD_MB=" in response.json["message"]
+    assert str(settings.max_upload_bytes) not in response.json["message"]
 
 
 class EndlessBody:
@@ -269,3 +272,61 @@ def test_change_color_refuses_a_background_that_is_not_an_image(client):
         ("file", "c.png", photo_bytes("camera.png")),
         ("bg_file", "b.png", b"not an image")], status=415)
     assert response.json["error"] == "unsupported_image"
+
+
+# --- Mistakes a new user makes, answered so they can act (issue 30) ------------
+
+@pytest.mark.parametrize("path, fields, named", [
+    ("/api/bg/remove", {"Crop": "true"}, "'Crop'"),
+    ("/api/bg/change_color", {"colour": "#000"}, "'colour'"),
+])
+def test_an_unknown_option_is_400_naming_it_and_the_options_that_exist(client, path, fields,
+                                                                        named):
+    response = client.post(path, params=fields, status=400,
+                           upload_files=[("file", "c.png", photo_bytes("camera.png"))])
+    assert response.json["error"] == "unknown_option"
+    assert named in response.json["message"] and "max_dimension" in response.json["message"]
+
+
+def test_an_unknown_option_in_the_query_is_refused_too(client):
+    response = remove(client, photo_bytes("camera.png"), params={}, status=400,
+                      extra_environ={"QUERY_STRING": "fromat=webp"})
+    assert response.json["error"] == "unknown_option" and "'fromat'" in response.json["message"]
+
+
+def test_missing_file_names_the_file_fields_that_did_arrive(client):
+    response = client.post("/api/bg/remove", status=400,
+                           upload_files=[("image", "c.png", photo_bytes("camera.png"))])
+    assert response.json["error"] == "missing_file"
+    assert "'file'" in response.json["message"] and "'image'" in response.json["message"]
+
+
+def test_a_bad_value_in_the_query_is_refused_though_the_form_sends_the_option(client):
+    body, content_type = multipart_body(photo_bytes("camera.png"), "camera.png",
+                                        {"refine": "false"})
+    response = client.request("/api/bg/remove?refine=maybe", method="POST", body=body,
+                              content_type=content_type, status=400)
+    assert response.json["error"] == "invalid_refine"
+
+
+def test_options_that_go_together_come_together_from_the_form(client):
+    # The query's colour is not a second background: the form names its own.
+    body, content_type = multipart_body(photo_bytes("camera.png"), "camera.png", {"blur": "4"})
+    client.request("/api/bg/change_color?color=%23000", method="POST", body=body,
+                   content_type=content_type, status=200)
+
+
+def test_a_json_number_is_a_number(client):
+    # How an OpenAPI client writes a tiny radius; blur must be above 0.
+    response = change_color(client, photo_bytes("camera.png"), None, params={"blur": "5e-324"})
+    assert response.content_type == "image/jpeg"
+
+
+def test_remove_answers_the_size_and_the_subjects_box(client):
+    response = remove(client, photo_bytes("astronaut.png"), params={"crop": "true",
+                                                                    "margin": "8"})
+    image = open_image(response.body)
+    assert (int(response.headers["X-Width"]), int(response.headers["X-Height"])) == image.size
+    # Cropped with an 8 px margin: the subject starts at most 8 px in.
+    assert 0 <= int(response.headers["X-Foreground-Left"]) <= 8
+    assert int(response.headers["X-Foreground-Width"]) <= image.width

@@ -6,7 +6,8 @@ import json
 import webtest
 
 from isnet_wsgi.web.app import Router, WSGIApp
-from isnet_wsgi.web.http import BadRequest, Response
+from isnet_wsgi.web.errors import BadRequest
+from isnet_wsgi.web.response import Response
 
 
 def make_client(**handlers):

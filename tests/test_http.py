@@ -4,13 +4,9 @@ import io
 
 import pytest
 
-from isnet_wsgi.web.http import (
-    BadRequest,
-    PayloadTooLarge,
-    Request,
-    Response,
-    attachment_header,
-)
+from isnet_wsgi.web.errors import BadRequest, PayloadTooLarge
+from isnet_wsgi.web.http import Request, attachment_header
+from isnet_wsgi.web.response import Response
 
 
 def request_with(body: bytes, content_length: str | None) -> Request:

@@ -237,6 +237,34 @@ def test_subject_region_is_dilated_and_pooled():
     assert not ranges.subject_regions(np.zeros((32, 32), np.float32), [32])["calibration_region_32"].any()
 
 
+def test_collect_gives_each_tensors_range_as_a_plain_run_has_it(tmp_path):
+    """Per sample and tensor, the min and max the tensor takes (whole image),
+    with each tensor's reductions next to its producer so that activations
+    are freed as in a plain run, not all kept to the end."""
+    model = convert.prepare_fp32(tiny_fp16_isnet())
+    path = tmp_path / "fp32.onnx"
+    onnx.save(model, path)
+    tensors = ranges.float_tensors(model, quantize.static_nodes(model, quantize.Recipe()))
+    samples = [_batch(), -_batch()]
+    table = ranges.collect(path, tensors, samples, whole_image=True)
+    exposed = onnx.shape_inference.infer_shapes(model)
+    exposed.graph.output.extend(v for v in exposed.graph.value_info if v.name in tensors)
+    session = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    for sample, row in zip(samples, table):
+        values = dict(zip(names, session.run(None, {"input": sample})))
+        values["input"] = sample
+        wanted = np.array([[values[name].min(), values[name].max()] for name in tensors])
+        np.testing.assert_allclose(row, wanted, rtol=1e-5, atol=1e-6)
+    augmented, _ = ranges._with_reductions(model, tensors)
+    order = [node.name for node in augmented.graph.node]
+    producers = {out: node.name for node in augmented.graph.node for out in node.output}
+    for index, name in enumerate(tensors):
+        start = order.index(producers[name]) + 1 if name in producers else 0
+        between = order[start:order.index(f"range_{index}_masked")]
+        assert all(node.startswith("range_") for node in between), (name, between)
+
+
 def _chunked_resource(data: bytes, chunk_bytes: int) -> tuple[dict, dict]:
     chunks, files = [], {}
     for start in range(0, len(data), chunk_bytes):

@@ -52,12 +52,11 @@ def test_one_byte_at_a_time_gives_the_same_form(client):
     assert read_form(reader.read, boundary, max_file_bytes=1000) == expected
 
 
-def test_form_accessors_give_the_first_value_or_the_default():
-    assert CHROME_FORM.field("size") == "preview"
-    assert CHROME_FORM.field("missing") is None
-    assert CHROME_FORM.field("missing", "white") == "white"
-    assert CHROME_FORM.file("file").data == PNG_BYTES
-    assert CHROME_FORM.file("size") is None
+def test_a_browser_form_keeps_fields_and_files_apart_by_name():
+    assert CHROME_FORM.fields["size"][0] == "preview"
+    assert "missing" not in CHROME_FORM.fields
+    assert CHROME_FORM.files["file"][0].data == PNG_BYTES
+    assert "size" not in CHROME_FORM.files
 
 
 def test_preamble_epilogue_and_transport_padding_are_ignored():
@@ -70,7 +69,7 @@ def test_preamble_epilogue_and_transport_padding_are_ignored():
 
 def test_data_that_almost_matches_the_boundary_is_kept():
     value = b"\r\n--" + BOUNDARY[:-1] + b"X\r\n-" + b"\n--" + BOUNDARY[:10] + b"\r"
-    assert parse(body_of(form_data("f", value, "x.bin"))).file("f").data == value
+    assert parse(body_of(form_data("f", value, "x.bin"))).files["f"][0].data == value
 
 
 @pytest.mark.parametrize("disposition", [
@@ -84,8 +83,8 @@ def test_a_filename_in_any_form_makes_a_file_part(disposition):
     part = b'Content-Disposition: form-data; name="file"; ' + disposition + b"\r\n\r\n\x89PNG\xff"
     form = parse(body_of(part))
     assert form.fields == {}
-    assert form.file("file").data == b"\x89PNG\xff"
-    assert form.file("file").filename.endswith(".png")
+    assert form.files["file"][0].data == b"\x89PNG\xff"
+    assert form.files["file"][0].filename.endswith(".png")
 
 
 def test_header_names_are_case_insensitive_and_extra_headers_kept():
@@ -188,4 +187,4 @@ def test_8_mb_file_in_64_kib_chunks_is_linear():
         assert 0 <= held_back < len(b"\r\n--" + BOUNDARY), offset
         assert len(events) <= 4, offset
     assert emitted == len(payload)
-    assert parse(body, max_file_bytes=len(payload)).file("file").data == payload
+    assert parse(body, max_file_bytes=len(payload)).files["file"][0].data == payload

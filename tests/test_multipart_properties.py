@@ -170,4 +170,4 @@ def test_a_filename_sent_as_continuations_parses_back(filename, cuts, chunk_byte
     body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; " + params.encode()
             + b"\r\n\r\n\xff\r\n--b--\r\n")
     form = read_form(reader(body, chunk_bytes), b"b", max_file_bytes=16, chunk_bytes=chunk_bytes)
-    assert form.fields == {} and form.file("file").filename == filename
+    assert form.fields == {} and form.files["file"][0].filename == filename

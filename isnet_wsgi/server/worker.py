@@ -13,25 +13,14 @@ it serves one connection at a time, and adds three things to gunicorn's own.
 
 from __future__ import annotations
 
-import re
-
-from gunicorn.http import errors as gunicorn_errors
 from gunicorn.workers.sync import SyncWorker
 
-from ..web.http import BadRequest, HTTPError, Response
+from ..web.errors import MissingHost, http_error
+from ..web.response import Response
 from .client_limits import ClientLimits, ClientTooSlowToRead, PacedSocket
 
 # Read size while throwing away what a client still sends after the answer.
 _LINGER_CHUNK_BYTES = 64 * 1024
-# An HTTP version whose major number is not 1 (gunicorn reports the version
-# as text or as a tuple, depending on where it failed).
-_OTHER_MAJOR_VERSION = re.compile(r"HTTP/([02-9])\.|\(([02-9]), ")
-# How much of what gunicorn quotes back from a bad request goes into the answer.
-_DETAIL_CHARS = 120
-
-
-class MissingHost(gunicorn_errors.ParseException):
-    """A HTTP/1.1 request with no Host header, or more than one."""
 
 
 class BoundedSyncWorker(SyncWorker):
@@ -59,7 +48,8 @@ class BoundedSyncWorker(SyncWorker):
         _linger(req, client)
 
     def handle_error(self, req, client, addr, exc):
-        error = _as_http_error(exc)
+        # web/errors.py's table decides every status, gunicorn's errors included.
+        error = http_error(exc)
         if error.status >= 500 and error.status != 505:
             self.log.exception("Error handling request")
         else:
@@ -86,47 +76,6 @@ def _linger(req, client: PacedSocket) -> None:
             pass
     except Exception:  # a timeout, a broken chunk, a vanished client: stop lingering
         pass
-
-
-_CLIENT_ERRORS: dict[type, tuple[int, str, str]] = {
-    gunicorn_errors.LimitRequestLine: (
-        414, "request_line_too_long", "The request line is too long."),
-    gunicorn_errors.LimitRequestHeaders: (
-        431, "headers_too_large", "The request has too many headers, or one too long."),
-    gunicorn_errors.ExpectationFailed: (
-        417, "expectation_failed", "Only 'Expect: 100-continue' is supported."),
-    gunicorn_errors.UnsupportedTransferCoding: (
-        501, "unsupported_transfer_coding", "Only the chunked transfer coding is supported."),
-    MissingHost: (400, "missing_host", "A HTTP/1.1 request needs exactly one Host header."),
-}
-
-
-def _as_http_error(exc: BaseException) -> HTTPError:
-    """The API's error for what gunicorn (or the client limits) raised."""
-    if isinstance(exc, HTTPError):
-        return exc
-    if isinstance(exc, gunicorn_errors.InvalidHTTPVersion):
-        if _OTHER_MAJOR_VERSION.search(str(exc)):
-            return _error(505, "http_version_not_supported", "Only HTTP/1.0 and HTTP/1.1 are spoken.")
-        return BadRequest(f"Invalid HTTP version: {_detail(exc)}", code="bad_http_version")
-    for kind, (status, code, message) in _CLIENT_ERRORS.items():
-        if isinstance(exc, kind):
-            return _error(status, code, message)
-    if isinstance(exc, (gunicorn_errors.ParseException, gunicorn_errors.NoMoreData)):
-        return BadRequest(f"The request is malformed: {_detail(exc)}", code="malformed_request")
-    return HTTPError()
-
-
-def _error(status: int, code: str, message: str) -> HTTPError:
-    error = HTTPError(message, code=code)
-    error.status = status
-    return error
-
-
-def _detail(exc: BaseException) -> str:
-    # NOTE: it quotes the client's bytes: cut short; json.dumps escapes the rest.
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "..."
 
 
 def _raw_response(response: Response) -> bytes:

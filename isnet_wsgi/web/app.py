@@ -1,4 +1,4 @@
-"""The WSGI callable: a routing table and the mapping of errors to responses."""
+"""The WSGI callable: a routing table, and every failure turned into its answer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import time
 import traceback
 from typing import Callable
 
-from .http import HTTPError, MethodNotAllowed, NotFound, Request, Response
+from .errors import HTTPError, MethodNotAllowed, NotFound, http_error
+from .http import Request
+from .response import Response
 
 Handler = Callable[[Request], Response]
 
@@ -74,20 +76,20 @@ class WSGIApp:
         try:
             handler = self.router.match(request.method, request.path)
             return handler(request)
-        except HTTPError as error:
-            return error.to_response()
         except MemoryError:
             # Never swallowed (it is an Exception): gunicorn must see it and
             # replace the worker. SystemExit and KeyboardInterrupt pass by
             # themselves: they are not Exceptions.
             raise
-        except Exception:
-            # A bug: log the traceback once, answer a plain 500.
-            errors = request.environ.get("wsgi.errors")
-            if errors is not None:
-                errors.write(traceback.format_exc())
-                errors.flush()
-            return HTTPError().to_response()
+        except Exception as exc:
+            error = http_error(exc)
+            if type(error) is HTTPError:
+                # A bug: log the traceback once, answer a plain 500.
+                errors = request.environ.get("wsgi.errors")
+                if errors is not None:
+                    errors.write(traceback.format_exc())
+                    errors.flush()
+            return error.to_response()
 
 
 class _BodyThenCallback:
@@ -98,7 +100,12 @@ class _BodyThenCallback:
         self._callback = callback
 
     def __iter__(self):
-        yield self._body
+        if isinstance(self._body, bytes):
+            yield self._body
+        else:  # a StreamedBody (response.py): each part as it is made
+            yield from self._body
 
     def close(self):
+        if not isinstance(self._body, bytes):
+            self._body.close()
         self._callback()

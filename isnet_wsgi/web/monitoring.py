@@ -11,7 +11,8 @@ from typing import Callable, TextIO
 
 from ..runtime import memory
 from ..runtime.metrics import Counter, Gauge, Histogram, Registry, SharedCounter
-from .http import Request, Response
+from .http import Request
+from .response import Response
 
 MIB = 1024 * 1024
 # The methods counted by name (RFC 9110's and PATCH); any other is counted as

@@ -336,25 +336,16 @@ class Form:
     fields: dict[str, list[str]] = dataclass_field(default_factory=dict)
     files: dict[str, list[FormFile]] = dataclass_field(default_factory=dict)
 
-    def field(self, name: str, default: str | None = None) -> str | None:
-        """The first value of text field ``name``."""
-        values = self.fields.get(name)
-        return values[0] if values else default
-
-    def file(self, name: str) -> FormFile | None:
-        """The first file sent as ``name``."""
-        files = self.files.get(name)
-        return files[0] if files else None
-
 
 def read_form(read: Callable[[int], bytes], boundary: bytes, *, max_file_bytes: int,
               max_field_bytes: int = MAX_FIELD_BYTES, max_parts: int = MAX_PARTS,
-              chunk_bytes: int = 64 * 1024) -> Form:
+              chunk_bytes: int = 64 * 1024, file_limit_text: str = "") -> Form:
     """Read a whole multipart/form-data body from ``read(n)`` (b'' at its end).
 
     A part over its limit raises MultipartLimitError as soon as it passes it,
     without reading the rest, so memory stays within the limits. Reading
-    stops at the closing delimiter.
+    stops at the closing delimiter. ``file_limit_text`` says where the
+    file limit comes from, for the error ("MAX_UPLOAD_MB=8").
     """
     decoder = MultipartDecoder(boundary, max_parts=max_parts)
     form, part = Form(), None
@@ -363,7 +354,8 @@ def read_form(read: Callable[[int], bytes], boundary: bytes, *, max_file_bytes: 
             decoder.receive_data(read(chunk_bytes) or None)
         elif isinstance(event, PartStart):
             is_file = event.filename is not None
-            part = _PartCollector(event, max_file_bytes if is_file else max_field_bytes)
+            part = _PartCollector(event, max_file_bytes if is_file else max_field_bytes,
+                                  file_limit_text if is_file else "")
         elif part is not None:  # always: a PartData follows its PartStart
             part.write(event.data)
             if not event.more:
@@ -374,14 +366,15 @@ def read_form(read: Callable[[int], bytes], boundary: bytes, *, max_file_bytes: 
 class _PartCollector:
     """One part's data, refused as soon as it passes its limit."""
 
-    def __init__(self, start: PartStart, max_bytes: int) -> None:
-        self.start, self.max_bytes = start, max_bytes
+    def __init__(self, start: PartStart, max_bytes: int, limit_text: str = "") -> None:
+        self.start, self.max_bytes, self.limit_text = start, max_bytes, limit_text
         self.data = io.BytesIO()  # PERF: getvalue() hands over its buffer without a copy
 
     def write(self, data: bytes) -> None:
         if self.data.tell() + len(data) > self.max_bytes:
             kind = "file" if self.start.filename is not None else "field"
-            message = (f"a {kind} may be at most {self.max_bytes} bytes; "
+            because = f" ({self.limit_text})" if self.limit_text else ""
+            message = (f"a {kind} may be at most {size_text(self.max_bytes)}{because}; "
                        f"{self.start.name!r} is larger")
             raise MultipartLimitError(message, limit=kind)
         self.data.write(data)
@@ -397,3 +390,11 @@ class _PartCollector:
         except UnicodeDecodeError:
             raise MultipartError(f"field {start.name!r} is not valid UTF-8") from None
         form.fields.setdefault(start.name, []).append(text)
+
+
+def size_text(count: int) -> str:
+    """Bytes as people read them: '8 MB', '64 KB', '100 bytes' (binary units)."""
+    for unit, size in (("MB", 1024 * 1024), ("KB", 1024)):
+        if count >= size:
+            return f"{count / size:.2f}".rstrip("0").rstrip(".") + f" {unit}"
+    return f"{count} bytes"
