@@ -52,8 +52,9 @@ browser:
 		apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; \
 	fi
 
-# Debian's nginx, for tests/system/test_nginx.py: the test runs it in the
-# foreground on loopback with deploy/nginx/'s configuration. A no-op once installed.
+# Debian's nginx, for tests/system/test_nginx.py: the test runs its own in the
+# foreground on loopback with deploy/nginx/'s configuration (the package's
+# service, started where an init system runs, is not used). A no-op once installed.
 nginx:
 	@if [ ! -x /usr/sbin/nginx ]; then \
 		apt-get update && apt-get install -y --no-install-recommends nginx; \
