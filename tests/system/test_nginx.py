@@ -29,8 +29,9 @@ NGINX = Path("/usr/sbin/nginx")
 SITE_CONFIG = ROOT / "deploy" / "nginx" / "isnet-wsgi.conf"
 NGINX_ADDRESS = "127.0.0.1"
 CLIENT_ADDRESS = "127.0.0.2"
-# What a user sets beside the proxy (deploy/README.md, "nginx"): gunicorn
-# trusts the proxy's X-Forwarded-Proto, and its access log names the client.
+# What a user sets beside the proxy (deploy/README.md, "The client's address
+# in gunicorn's log"): gunicorn trusts the proxy's X-Forwarded-Proto, and its
+# access log names the client.
 GUNICORN_ENV = {
     "FORWARDED_ALLOW_IPS": NGINX_ADDRESS,
     "GUNICORN_CMD_ARGS": shlex.join([
