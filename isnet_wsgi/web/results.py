@@ -15,7 +15,7 @@ from ..pipeline import Output
 from ..runtime.cache import OffHeapBytes, ResultCache, digest
 from ..runtime.metrics import CounterView, Gauge, Registry
 from .http import attachment_header
-from .response import Response, StreamedBody
+from .response import Response
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,7 @@ class Results:
         if cached is not None:
             return cached.to_output(), True
         output = make()
-        if output.stream is None:  # NOTE: a streamed answer is never all in memory to keep
-            self.cache.put(key, _CachedOutput.of(output))
+        self.cache.put(key, _CachedOutput.of(output))
         return output, False
 
 
@@ -80,5 +79,4 @@ def download(output: Output, input_name: str, cache_hit: bool | None) -> Respons
                *size_headers(output)]
     if cache_hit is not None:
         headers.append(("X-Cache", "hit" if cache_hit else "miss"))
-    body = output.body if output.stream is None else StreamedBody(output.stream)
-    return Response(body, content_type=output.content_type, headers=headers)
+    return Response(output.body, content_type=output.content_type, headers=headers)
