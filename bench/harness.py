@@ -159,6 +159,7 @@ class Server:
 
     name = "isnet-wsgi"
     health_path = "/api/bg/health"
+    start_timeout_s = START_TIMEOUT_S
 
     def __init__(self, command: list[str], env: dict[str, str], log_path: Path, port: int,
                  cwd: Path = ROOT):
@@ -178,8 +179,9 @@ class Server:
             self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_healthy(self, timeout_s: float = START_TIMEOUT_S) -> float:
+    def wait_healthy(self, timeout_s: float | None = None) -> float:
         """Seconds from launch to the first healthy answer."""
+        timeout_s = timeout_s or self.start_timeout_s
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -25,6 +25,9 @@ class Rembg(Server):
 
     name = "rembg"
     health_path = "/api"  # FastAPI's docs page: answers once uvicorn is up
+    # Its first start after install compiles pymatting's numba kernels: over
+    # 120 s on 2 loaded cores (2026-12-07, load 6-7); later starts ~5 s.
+    start_timeout_s = 600
 
     @classmethod
     def create(cls, model_path: Path, log_dir: Path):
