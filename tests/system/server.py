@@ -12,7 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # NOTE: the bench starts the service with the same environment and helpers.
-from bench.harness import free_port, http_request, multipart_body, process_group
+from bench.harness import (
+    children,
+    free_port,
+    http_request,
+    multipart_body,
+    process_group,
+)
 from bench.harness import service_env as server_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,8 +77,7 @@ class Server:
         raise AssertionError(f"gunicorn was not healthy within {timeout_s} s:\n{self.log}")
 
     def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        return children(self.process.pid)
 
 
 def read_response(sock: socket.socket, timeout_s: float = 30) -> tuple[int, dict, bytes]:
