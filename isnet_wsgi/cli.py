@@ -16,6 +16,7 @@ from typing import TextIO
 from .config import ConfigError, Settings
 from .file_names import split_file_name
 from .image.decode import decode as decode_image
+from .image.encode import ENCODINGS, format_names
 from .image.errors import InvalidImage
 from .model.segmenter import InferenceTimeout, ModelError, Segmenter
 from .options import OptionError, color_options, remove_options
@@ -64,16 +65,24 @@ def main(argv: list[str] | None = None, *, stdout: TextIO = sys.stdout,
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        make = _command(args, settings)
-    except (ConfigError, OptionError, OSError, InvalidImage) as error:
+        make, image_format = _command(args, settings)
+        _check_output_name(args, image_format)
+    except (ConfigError, OptionError, UsageError, InvalidImage) as error:
         stderr.write(f"error: {error}\n")
         return 2
+    except OSError as error:
+        stderr.write(f"error: {_reason(error)}\n")
+        return 2
+    jobs = list(_jobs(args.inputs, settings))
+    if not jobs:
+        stderr.write(f"error: no images found in {', '.join(str(p) for p in args.inputs)} "
+                     f"(looked for .{', .'.join(settings.allowed_extensions)})\n")
+        return 1
     try:
         pipeline = Pipeline(settings, load_segmenter(settings))
     except ModelError as error:
         stderr.write(f"error: {error}\n")
         return 1
-    jobs = list(_jobs(args.inputs, settings))
     single_file = len(args.inputs) == 1 and args.inputs[0].is_file()
     progress = _Progress(len(jobs), stderr) if any(p.is_dir() for p in args.inputs) else None
     failures = _run(jobs, args.output, single_file, lambda data: make(pipeline, data), progress)
@@ -81,17 +90,47 @@ def main(argv: list[str] | None = None, *, stdout: TextIO = sys.stdout,
     stdout.write(f"{written} written, {len(failures)} failed\n")
     for path, reason in failures:
         stdout.write(f"  {path}: {reason}\n")
-    return 1 if failures or not jobs else 0
+    return 1 if failures else 0
+
+
+class UsageError(ValueError):
+    """The command line asks for something that cannot be done (exit 2)."""
+
+
+def _check_output_name(args, image_format: str) -> None:
+    """-o x.jpg for a PNG result would write PNG bytes under a JPEG name: refused."""
+    output = args.output
+    if not (len(args.inputs) == 1 and args.inputs[0].is_file() and output.suffix
+            and not output.is_dir()):
+        return  # OUT is a folder: the names are made to fit
+    suffix = output.suffix.lower().lstrip(".")
+    if format_names(image_format).get(suffix) != image_format:
+        extension = ENCODINGS[image_format].extension
+        raise UsageError(f"-o {output.name} names a .{suffix} file, but the result is "
+                         f"{image_format}; name it .{extension}, or choose the format "
+                         "with --format")
+
+
+def _reason(error: OSError, *, named: bool = True) -> str:
+    """An OSError as a sentence: 'photo.jpg: no such file', not '[Errno 2] ...'."""
+    name = f"{error.filename}: " if error.filename and named else ""
+    if isinstance(error, FileNotFoundError):
+        return f"{name}no such file or folder"
+    if isinstance(error, IsADirectoryError):
+        return f"{name}is a folder, not a file"
+    if isinstance(error, PermissionError):
+        return f"{name}permission denied"
+    return f"{name}{error.strerror.lower()}" if error.strerror else str(error)
 
 
 def _command(args, settings: Settings):
-    """The options checked before the model loads, and how to make one output."""
+    """The options checked before the model loads: how to make one output, and its format."""
     common = {"max_dimension": args.max_dimension, "refine": args.refine, "format": args.format}
     limits = {"ceiling_px": settings.max_dimension_px, "refine_default": settings.refine_default}
     if args.command == "remove":
         options = remove_options({**common, "mask": str(args.mask), "crop": str(args.crop),
                                   "margin": args.margin}, **limits)
-        return lambda pipeline, data: pipeline.remove(data, options)
+        return lambda pipeline, data: pipeline.remove(data, options), options.image_format
     background = args.background.read_bytes() if args.background else None
     options = color_options({**common, "color": args.color, "blur": args.blur},
                             background_file=background is not None, **limits)
@@ -100,8 +139,9 @@ def _command(args, settings: Settings):
         decode_image(background, formats=accepted_formats(settings),
                      max_pixels=settings.max_image_pixels,
                      max_dimension_px=settings.max_dimension_px)
-    return lambda pipeline, data: pipeline.change_color(data, options,
-                                                        background_data=background)
+    return (lambda pipeline, data: pipeline.change_color(data, options,
+                                                         background_data=background),
+            options.image_format)
 
 
 def load_segmenter(settings: Settings) -> Segmenter:
@@ -132,7 +172,9 @@ def _run(jobs: list[Path], output: Path, single_file: bool, make, progress) -> l
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(result.body)
             written.add(target)
-        except (OSError, InvalidImage, InferenceTimeout) as error:
+        except OSError as error:
+            failures.append((path, _reason(error, named=False)))
+        except (InvalidImage, InferenceTimeout) as error:
             failures.append((path, str(error) or type(error).__name__))
         if progress is not None:
             progress.show(index + 1, path.name)

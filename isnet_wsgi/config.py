@@ -233,11 +233,26 @@ def _parse(declaration: Declaration, kind: type, raw: str) -> Any:
     try:
         value = read(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} {expected}") from None
+        raise ConfigError(f"{name}={raw!r} {_why_not(declaration, read, raw, expected)}") from None
     if declaration.low is not None and not declaration.low <= value <= declaration.high:
         raise ConfigError(f"{name}={value} is out of range "
                           f"[{declaration.low:g}, {declaration.high:g}]")
     return value
+
+
+def _why_not(declaration: Declaration, read: Callable[[str], Any], raw: str,
+             expected: str) -> str:
+    """Why a value was refused: CACHE_MB=-1 is a number, only out of range."""
+    stripped = raw.strip()
+    if stripped.startswith("-"):
+        try:
+            read(stripped[1:])
+        except ValueError:
+            return expected
+        if declaration.low is not None:
+            return f"is out of range [{declaration.low:g}, {declaration.high:g}]"
+        return "may not be negative"
+    return expected
 
 
 def _words(raw: str) -> tuple[str, ...]:

@@ -101,3 +101,35 @@ def test_color_refuses_two_backgrounds_and_a_bad_background_before_loading(tmp_p
     assert both.returncode == 2 and "Send one background" in both.stderr
     bad = run_cli("color", "in.png", "-o", str(tmp_path), "--background", str(tmp_path / "bad.png"))
     assert bad.returncode == 2 and "not an image" in bad.stderr
+
+
+# --- Mistakes answered with a sentence a user can act on (issue 30) ------------
+
+def test_an_output_name_of_another_format_is_refused_before_loading(tmp_path):
+    (tmp_path / "in.png").write_bytes(small_photo("camera.png"))
+    result = run_cli("remove", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.jpg"))
+    assert result.returncode == 2
+    assert "x.jpg names a .jpg file, but the result is PNG" in result.stderr
+    assert not (tmp_path / "x.jpg").exists()
+
+
+def test_an_empty_folder_says_no_images_found(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_cli("remove", str(tmp_path / "empty"), "-o", str(tmp_path / "out"))
+    assert result.returncode == 1 and "no images found in" in result.stderr
+
+
+def test_a_missing_file_is_a_sentence_not_an_errno(tmp_path):
+    result = run_cli("color", str(tmp_path / "in.png"), "-o", str(tmp_path),
+                     "--background", str(tmp_path / "beach.jpg"))
+    assert result.returncode == 2
+    assert "beach.jpg: no such file or folder" in result.stderr and "Errno" not in result.stderr
+
+
+def test_a_negative_setting_says_it_is_out_of_range(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "isnet_wsgi", "remove", "in.png", "-o",
+                             str(tmp_path)], capture_output=True, text=True, timeout=60,
+                            env={"PATH": os.environ.get("PATH", ""), **CLI_ENV, "CACHE_MB": "-1"})
+    assert result.returncode == 2
+    assert "CACHE_MB='-1' is out of range [0, " in result.stderr
+    assert "not a number" not in result.stderr
