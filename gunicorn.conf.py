@@ -25,16 +25,18 @@ preload_app = True
 
 # --- Server socket ---------------------------------------------------------
 bind = f"0.0.0.0:{_settings.port}"
-# Connections the kernel queues while the single worker is busy. Beyond this
-# clients get "connection refused" (see deploy/README.md, "In front of it").
+# Connections the kernel queues while the single worker is busy with a request;
+# between requests the worker takes them all into its pool (MAX_HELD_CONNECTIONS).
+# Beyond this clients get "connection refused" (see deploy/README.md, "In front of it").
 backlog = 64
 
 # --- Worker processes ------------------------------------------------------
 # One sync worker: inference uses every core through onnxruntime's own thread
 # pool, so a second worker would only double the memory.
 workers = 1
-# gunicorn's sync worker, plus a time limit on each client (a slow one gets a
-# 408 and the next is served) and the API's JSON for gunicorn's own errors.
+# gunicorn's sync worker, one request at a time, plus a pool that reads the
+# waiting connections as their bytes arrive (a slow one gets its 408 there,
+# without a turn; docs/slow-clients.md) and the API's JSON for gunicorn's errors.
 worker_class = "isnet_wsgi.server.worker.BoundedSyncWorker"
 # Seconds a request may run before the master kills and replaces the worker.
 timeout = _settings.request_timeout_s

@@ -100,6 +100,15 @@ class Settings:
         meaning="average KiB/s the body (and the answer) must keep up after the grace")
     upload_timeout_s: float = setting(20.0, env="UPLOAD_TIMEOUT_S", low=0.1, high=3600,
                                       meaning="seconds the whole body may take")
+    # Connections waiting while the worker serves another are read as their
+    # bytes arrive (isnet_wsgi/server/connections.py), within these bounds.
+    max_held_connections: int = setting(
+        256, env="MAX_HELD_CONNECTIONS", low=1, high=100_000,
+        meaning="connections held at once; past it the oldest unfinished one gets a 503")
+    waiting_bodies_mb: float = setting(
+        32.0, env="WAITING_BODIES_MB", low=0, high=65536,
+        meaning="memory for upload bodies read ahead while the worker is busy, MiB, in total; "
+                "0 streams each body to the worker as before")
     api_key: str | None = setting(
         None, env="API_KEY", secret=True,
         meaning="when set, the POST endpoints need 'Authorization: Bearer <key>'")

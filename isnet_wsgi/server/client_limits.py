@@ -1,11 +1,10 @@
 """Time limits on one client's connection: the head, the body, the answer.
 
 The service has one sync worker, so a client that sends (or reads) slowly
-holds everyone else up. ``PacedSocket`` wraps the accepted socket and gives
-every read and write a deadline, as nginx's ``client_header_timeout``,
-``client_body_timeout`` and ``send_timeout`` do, but by rate rather than by
-idle time: a client that sends one byte a second is never idle, yet it would
-keep the worker for days.
+would hold everyone else up. Every read and write of a client has a
+deadline, as nginx's ``client_header_timeout``, ``client_body_timeout`` and
+``send_timeout`` give, but by rate rather than by idle time: a client that
+sends one byte a second is never idle, yet it would keep the worker for days.
 
 - The request head (request line and headers) must arrive within
   ``head_timeout_s`` of the connection being accepted.
@@ -16,11 +15,14 @@ keep the worker for days.
   ("lingering close"), for at most ``linger_s`` and ``linger_max_bytes``, and
   only while it keeps coming at the minimum rate: a client that sends its
   whole body before it reads (urllib, many SDKs) then sees an early 413
-  instead of a reset connection. A client that timed out is not lingered on.
+  instead of a reset connection.
 
-A missed read deadline raises ``RequestTimeout`` (the API's 408); a missed
-write deadline raises ``ClientTooSlowToRead``, an ``OSError`` that the server
-treats as a client that went away.
+``read_deadline`` is the one rule. The ``ConnectionPool`` (connections.py)
+applies it to the connections the worker holds but does not serve yet, and
+lingers; ``PacedSocket`` to the one the worker serves: a missed read
+deadline raises ``RequestTimeout`` (the API's 408), a missed write deadline
+``ClientTooSlowToRead``, an ``OSError`` that the server treats as a client
+that went away.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..web.http import RequestTimeout
+from ..web.errors import RequestTimeout
 
 KIB = 1024
 # Seconds a lingering close waits for the first bytes: a client still sending
@@ -58,6 +60,36 @@ class ClientLimits:
                    linger_max_bytes=2 * settings.max_upload_bytes)
 
 
+def read_deadline(phase: str, started: float, received: int,
+                  limits: ClientLimits) -> float | None:
+    """When the next byte of a ``phase`` that began at ``started``, with
+    ``received`` bytes of it read so far, must have arrived; None: never."""
+    if phase == "head":
+        return started + limits.head_timeout_s
+    if phase == "body":
+        # After the grace, every byte buys 1/min_rate s: the average rate
+        # since the body began never falls below the minimum.
+        by_rate = max(limits.grace_s, received / limits.min_rate_bytes_s)
+        return started + min(by_rate, limits.body_timeout_s)
+    if phase == "linger":
+        by_rate = max(_LINGER_GRACE_S, received / limits.min_rate_bytes_s)
+        return started + min(by_rate, limits.linger_s)
+    return None
+
+
+def timeout_error(phase: str, limits: ClientLimits) -> RequestTimeout:
+    """The 408 for a client that missed the deadline of ``phase``."""
+    if phase == "head":
+        return RequestTimeout(
+            f"The request line and headers did not arrive within "
+            f"{limits.head_timeout_s:g} s.", code="header_timeout")
+    if phase == "body":
+        return RequestTimeout(
+            f"The request body arrived slower than {limits.min_rate_bytes_s / KIB:g} KiB/s "
+            f"or took longer than {limits.body_timeout_s:g} s.", code="body_timeout")
+    return RequestTimeout("The client kept sending after the answer.", code="linger_timeout")
+
+
 class ClientTooSlowToRead(OSError):
     """The client did not read the response at the minimum rate."""
 
@@ -69,59 +101,50 @@ class ClientTooSlowToRead(OSError):
 class PacedSocket:
     """A client socket whose reads and writes each have a deadline.
 
-    Phases follow the request: ``head`` from accept, ``body`` once the head
-    is parsed (``start_body``), ``linger`` once the answer is sent
-    (``start_linger``). ``shutdown`` ends the limits: gunicorn's own close
-    drains the socket under its own short timeout after that.
+    Phases follow the request: ``head`` from ``connected_at`` (accept, by
+    default), ``body`` once the head is parsed (``start_body``). ``shutdown``
+    ends the limits: gunicorn's own close drains the socket under its own
+    short timeout after that, unless ``on_close`` takes the socket at close
+    (the pool lingers on it).
+
+    ``buffered`` is what the pool read from the socket before: reads return
+    it first.
     """
 
     def __init__(self, sock: socket.socket, limits: ClientLimits, *,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 buffered: bytes | bytearray = b"", connected_at: float | None = None,
+                 on_close: Callable[[socket.socket], None] | None = None):
         self._sock = sock
         self._limits = limits
         self._clock = clock
         self.phase = "head"
-        self._started = clock()
+        self._started = clock() if connected_at is None else connected_at
         self._received = 0
         self.timed_out = False
+        self._buffered = memoryview(buffered) if buffered else None
+        self._on_close = on_close
+        self._closed = False
 
     def __getattr__(self, name):
         # Everything not limited here (getpeername, fileno, send, ...) is the socket's.
         return getattr(self._sock, name)
 
     def start_body(self) -> None:
-        self._enter("body")
-
-    def start_linger(self) -> None:
-        self._enter("linger")
-
-    def _enter(self, phase: str) -> None:
-        self.phase = phase
+        self.phase = "body"
         self._started = self._clock()
         self._received = 0
-
-    def _read_deadline(self) -> float | None:
-        limits = self._limits
-        if self.phase == "head":
-            return self._started + limits.head_timeout_s
-        if self.phase == "body":
-            # After the grace, every byte buys 1/min_rate s: the average
-            # rate since the body began never falls below the minimum.
-            by_rate = max(limits.grace_s, self._received / limits.min_rate_bytes_s)
-            return self._started + min(by_rate, limits.body_timeout_s)
-        if self.phase == "linger":
-            by_rate = max(_LINGER_GRACE_S, self._received / limits.min_rate_bytes_s)
-            return self._started + min(by_rate, limits.linger_s)
-        return None
 
     def recv(self, size: int, *flags) -> bytes:
         if self.timed_out:
             return b""  # not even gunicorn's own drain on close waits for it
-        deadline = self._read_deadline()
+        if self._buffered is not None and self.phase != "closed":
+            return self._take_buffered(size)
+        deadline = read_deadline(self.phase, self._started, self._received, self._limits)
         if deadline is None:
+            if self._on_close is not None:
+                return b""  # the pool lingers after close: no drain here
             return self._sock.recv(size, *flags)
-        if self.phase == "linger" and self._received >= self._limits.linger_max_bytes:
-            return b""  # enough thrown away: behave as if the client had finished
         left = deadline - self._clock()
         if left <= 0:
             raise self._too_slow()
@@ -130,6 +153,15 @@ class PacedSocket:
             data = self._sock.recv(size, *flags)
         except socket.timeout:
             raise self._too_slow() from None
+        self._received += len(data)
+        return data
+
+    def _take_buffered(self, size: int) -> bytes:
+        data = bytes(self._buffered[:size])
+        rest = self._buffered[size:]
+        # Let go once read through: a whole body the pool held is not kept
+        # beside the app's copy of it while the app works.
+        self._buffered = rest if len(rest) else None
         self._received += len(data)
         return data
 
@@ -145,17 +177,20 @@ class PacedSocket:
 
     def shutdown(self, how: int) -> None:
         self.phase = "closed"
-        self._sock.shutdown(how)
+        if not self._closed:
+            self._sock.shutdown(how)
+
+    def close(self) -> None:
+        if self._closed:
+            return  # gunicorn closes twice after an error mid-answer
+        self._closed = True
+        self.phase = "closed"
+        self._buffered = None
+        if self._on_close is None:
+            self._sock.close()
+        else:
+            self._on_close(self._sock)
 
     def _too_slow(self) -> RequestTimeout:
         self.timed_out = True
-        limits = self._limits
-        if self.phase == "head":
-            return RequestTimeout(
-                f"The request line and headers did not arrive within "
-                f"{limits.head_timeout_s:g} s.", code="header_timeout")
-        if self.phase == "body":
-            return RequestTimeout(
-                f"The request body arrived slower than {limits.min_rate_bytes_s / KIB:g} KiB/s "
-                f"or took longer than {limits.body_timeout_s:g} s.", code="body_timeout")
-        return RequestTimeout("The client kept sending after the answer.", code="linger_timeout")
+        return timeout_error(self.phase, self._limits)

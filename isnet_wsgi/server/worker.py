@@ -1,10 +1,14 @@
 """gunicorn's sync worker, with a bounded share for each client and JSON errors.
 
 Still one sync worker (``worker_class`` in gunicorn.conf.py names this one):
-it serves one connection at a time, and adds three things to gunicorn's own.
+it serves one request at a time, and adds four things to gunicorn's own.
 
-- Time limits on the connection (client_limits.py): a client that sends or
-  reads slowly gets a 408 or is dropped, and the next client is served.
+- The connections it is not serving wait in a pool (connections.py) that
+  reads them all as their bytes arrive and never waits on one: the worker
+  serves the next whole request, and a slow client times out in the pool
+  without taking a turn.
+- Time limits on the connection it serves (client_limits.py): a body that
+  streams slowly, or an answer read slowly, gets a 408 or is dropped.
 - Errors gunicorn answers itself, before the app sees a request (malformed
   framing, a request line or headers over its limits, an odd ``Expect``, an
   HTTP version it does not speak), are the API's JSON, not gunicorn's HTML.
@@ -16,23 +20,60 @@ from __future__ import annotations
 from gunicorn.workers.sync import SyncWorker
 
 from ..web.errors import MissingHost, http_error
-from ..web.response import Response
 from .client_limits import ClientLimits, ClientTooSlowToRead, PacedSocket
+from .connections import ConnectionPool, PoolLimits
+from .framing import raw_response
 
-# Read size while throwing away what a client still sends after the answer.
-_LINGER_CHUNK_BYTES = 64 * 1024
+# The longest the worker waits in one poll: it tells the master it lives
+# (gunicorn's heartbeat) at least this often.
+_POLL_S = 1.0
 
 
 class BoundedSyncWorker(SyncWorker):
-    """gunicorn's SyncWorker with client time limits and JSON error answers."""
+    """gunicorn's SyncWorker with a pool of waiting connections, client time
+    limits and JSON error answers."""
 
     def load_wsgi(self):
         super().load_wsgi()
         # The app's settings (loaded once in the master) say the limits.
-        self.client_limits = ClientLimits.from_settings(self.wsgi.settings)
+        settings = self.wsgi.settings
+        self.client_limits = ClientLimits.from_settings(settings)
+        self.pool = ConnectionPool(self.client_limits, PoolLimits.from_settings(settings),
+                                   log=self.log.warning)
 
-    def handle(self, listener, client, addr):
-        super().handle(listener, PacedSocket(client, self.client_limits), addr)
+    def run(self):
+        """Serve the next whole request; between requests, read the others.
+
+        On exit (SIGTERM, ``max_requests``, the memory guard) it takes no new
+        connection, serves those whose requests are whole or become whole
+        within the head timeout, and tells the rest to come back (503 with
+        Retry-After). The request in hand is always finished first.
+        """
+        pool = self.pool
+        for listener in self.sockets:
+            pool.watch(listener)
+        pool.watch_wakeup(self.PIPE[0])
+        leave_by = None
+        while leave_by is None or (len(pool) and pool.clock() < leave_by):
+            self.notify()
+            if not self.alive and leave_by is None:
+                pool.stop_accepting()
+                leave_by = pool.clock() + self.client_limits.head_timeout_s
+            held = pool.take()
+            if held is not None:
+                self.handle(held.listener, held, held.addr)
+                pool.poll(0)  # what arrived meanwhile, before the next turn
+                continue
+            if not self.is_parent_alive():
+                break
+            pool.poll(_POLL_S)
+        pool.close_all()
+
+    def handle(self, listener, held, addr):
+        client = PacedSocket(held.sock, self.client_limits, buffered=held.data,
+                             connected_at=held.connected_at, on_close=self.pool.linger)
+        held.data = bytearray()  # the client's reads let go of it, once read through
+        super().handle(listener, client, addr)
 
     def handle_request(self, listener, req, client, addr):
         client.start_body()
@@ -45,7 +86,10 @@ class BoundedSyncWorker(SyncWorker):
         except ClientTooSlowToRead as error:
             self.log.warning("Dropped a client from ip=%s: %s", (addr or ("",))[0], error)
             raise
-        _linger(req, client)
+        # NOTE: an early answer (413 for a declared size, 401, 404) leaves the
+        # body unread; closing then would make the kernel reset the connection,
+        # and a client still sending would never read the answer. The pool
+        # lingers on the socket once gunicorn closes it (nginx's lingering_close).
 
     def handle_error(self, req, client, addr, exc):
         # web/errors.py's table decides every status, gunicorn's errors included.
@@ -56,32 +100,6 @@ class BoundedSyncWorker(SyncWorker):
             self.log.warning("Invalid request from ip=%s: %s (%s)",
                              (addr or ("",))[0], error.code, exc)
         try:
-            client.sendall(_raw_response(error.to_response()))
+            client.sendall(raw_response(error.to_response()))
         except OSError:
             self.log.debug("Failed to send error message.")
-
-
-def _linger(req, client: PacedSocket) -> None:
-    """Read and throw away the rest of a body the app did not read.
-
-    NOTE: an early answer (413 for a declared size, 401, 404) leaves the body
-    unread; closing then makes the kernel reset the connection, and a client
-    still sending never reads the answer. nginx's lingering_close, bounded.
-    """
-    if client.timed_out:
-        return  # a slow client is dropped, not waited for
-    client.start_linger()
-    try:
-        while req.body.read(_LINGER_CHUNK_BYTES):
-            pass
-    except Exception:  # a timeout, a broken chunk, a vanished client: stop lingering
-        pass
-
-
-def _raw_response(response: Response) -> bytes:
-    """A complete HTTP/1.1 response on the wire, for answers sent outside the app."""
-    lines = [f"HTTP/1.1 {response.status_line}",
-             *(f"{name}: {value}" for name, value in response.wsgi_headers()),
-             "Connection: close", "", ""]
-    return "\r\n".join(lines).encode("latin-1") + response.body
-

@@ -4,6 +4,7 @@ gunicorn's own included, is the API's JSON; over real sockets to gunicorn."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -137,28 +138,27 @@ def test_an_early_413_reaches_a_client_that_sends_everything_before_reading(serv
         assert json.loads(refused.value.read())["error"] == "body_too_large"
 
 
-def test_the_worst_one_connection_can_do_is_the_head_and_upload_timeouts(tmp_path):
-    """An attacker who sends just fast enough: the head at its deadline, the
-    body just above the minimum rate, for as long as the upload may take."""
+def test_a_client_just_above_the_minimum_rate_holds_a_connection_not_the_worker(tmp_path):
+    """An attacker who sends just fast enough: the head near its deadline, the
+    body just above the minimum rate, for as long as the upload may take. It
+    gets its 408 when the upload timeout ends, and the worker answers others
+    all the while (before the connection pool, it held the worker throughout)."""
     head_s, upload_s = 1.0, 3.0
     with running_gunicorn(tmp_path, REQUEST_HEAD_TIMEOUT_S=str(head_s),
                           UPLOAD_TIMEOUT_S=str(upload_s), UPLOAD_GRACE_S="0.5",
                           MIN_UPLOAD_RATE_KB_S="4") as server:
-        started = time.monotonic()
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
             sock.sendall(b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\n")
             time.sleep(head_s * 0.8)
             sock.sendall(b"Content-Type: image/png\r\nContent-Length: 8000000\r\n\r\n")
-            try:
-                while time.monotonic() - started < 30:
-                    sock.sendall(b"x" * 2048)  # 10 KiB/s: above the 4 KiB/s minimum
-                    time.sleep(0.2)
-            except OSError:
-                pass
+            health_answers = 0
+            for _ in range(200):  # 40 s at most; the upload timeout ends it in 3
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the answer is there
+                sock.sendall(b"x" * 2048)  # 10 KiB/s: above the 4 KiB/s minimum
+                assert server.json("/api/bg/health")["status"] == "healthy"
+                health_answers += 1
+                time.sleep(0.2)
             answer = read_response(sock)
-        held_s = time.monotonic() - started
-        print(f"one connection held the worker {held_s:.2f} s "
-              f"(head {head_s} s + upload {upload_s} s)")
         assert_json_error(*answer, 408, "body_timeout")
-        assert head_s * 0.8 + upload_s - 0.5 < held_s < head_s + upload_s + 2
-        assert server.json("/api/bg/health")["status"] == "healthy"
+        assert health_answers >= 5  # answered while the attacker held its connection
