@@ -22,14 +22,51 @@ from pathlib import Path
 from bench import frontier, modelfile, overhead, photos, rembg, report, sidebyside
 from bench.configs import by_name
 
+
+class FullResolution:
+    """bench/full_resolution.py (issue 29) as a section: its run() takes a dict
+    of what to measure; an option left out keeps that module's default."""
+
+    HELP = "full-resolution answers: the worker's peak and time by photo size"
+    OPTIONS = {  # option -> (its key in run()'s dict, argparse keywords)
+        "--parts": ("parts", {"nargs": "+", "help": "peaks, steps, compare, default_path"}),
+        "--megapixels": ("megapixels", {"nargs": "+", "type": int,
+                                        "help": "photo sizes of the peaks table"}),
+        "--cases": ("cases", {"nargs": "+", "help": "answers of the peaks table"}),
+        "--arenas": ("arenas", {"nargs": "+", "type": int, "metavar": "MIB",
+                                "help": "ORT_ARENA_MB values"}),
+        "--repeats": ("repeats", {"type": int, "help": "answers per case"}),
+        "--rounds": ("rounds", {"type": int, "help": "rounds of the comparison"}),
+        "--before-tree": ("before_tree", {"metavar": "DIR",
+                                          "help": "a git archive of the code before"}),
+    }
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        for option, (_, keywords) in cls.OPTIONS.items():
+            parser.add_argument(option, **keywords)
+
+    @classmethod
+    def run(cls, args) -> int:
+        from bench import full_resolution  # noqa: PLC0415
+        os.environ["MODEL_PATH"] = str(args.model)  # its children serve this model
+        full_resolution.run({key: getattr(args, key) for key, _ in cls.OPTIONS.values()
+                             if getattr(args, key) is not None})
+        return 0
+
+
 # Sections in modules of their own: `python -m bench NAME` imports the module
-# and calls its add_arguments(parser) and run(args) -> exit status. HELP is
-# its line in `--help`.
+# (or takes the object) and calls its add_arguments(parser) and run(args) ->
+# exit status. HELP is its line in `--help`. NOTE: bench/slow_clients.py
+# (issue 32) has that interface: "slow-clients": "bench.slow_clients" once
+# it is committed.
 MODULE_SECTIONS = {
     "ab": "bench.ab",
     "breakdown": "bench.breakdown",
     "own-work": "bench.own_work",
+    "full-resolution": FullResolution,
 }
+
 # (frontier runs per point, side-by-side rounds, overhead rounds)
 FULL = (6, 3, 4)
 QUICK = (4, 1, 1)
@@ -59,8 +96,8 @@ def parse(argv):
         if name in ("all", "side-by-side"):
             section.add_argument("--no-install", action="store_true",
                                  help="skip side-by-side if rembg's venv is missing")
-    for name, module_name in MODULE_SECTIONS.items():
-        module = importlib.import_module(module_name)
+    for name, where in MODULE_SECTIONS.items():
+        module = importlib.import_module(where) if isinstance(where, str) else where
         section = sections.add_parser(name, parents=[common], help=module.HELP,
                                       description=module.__doc__,
                                       formatter_class=argparse.RawDescriptionHelpFormatter)
