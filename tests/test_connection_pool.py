@@ -12,7 +12,13 @@ from contextlib import ExitStack
 import pytest
 
 from isnet_wsgi.server.connections import ConnectionPool, PoolLimits
-from isnet_wsgi.server.framing import HEAD_BUFFER_BYTES, declared_body_bytes, head_end
+from isnet_wsgi.server.framing import (
+    CONTINUE,
+    HEAD_BUFFER_BYTES,
+    declared_body_bytes,
+    head_end,
+    without_expect_continue,
+)
 from tests.system.server import read_response
 from tests.test_client_limits import FAST as LIMITS
 from tests.test_client_limits import Clock
@@ -170,8 +176,8 @@ def test_past_the_body_budget_reading_stops_and_the_furthest_along_streams(make_
 @pytest.mark.parametrize("request_bytes", [
     upload(b"", declared=9 * 1024 * 1024),  # the app's 413, at once
     b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-    (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-     b"Content-Length: 10\r\n\r\n"),
+    (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n"
+     b"Content-Length: 10\r\n\r\n"),  # gunicorn's 417, at once
     b"GET /api/bg/health HTTP/1.1\nHost: x\n\n",  # bare LF: gunicorn's 400, at once
     b"GET /" + b"a" * (HEAD_BUFFER_BYTES + 10),  # gunicorn's 414, at once
 ])
@@ -180,6 +186,32 @@ def test_what_gunicorn_or_the_app_must_judge_goes_at_once(make_pool, request_byt
     connect(request_bytes)
     poll_until(pool, lambda: pool._ready_with_body or pool._ready_without_body)
     pool.take().sock.close()
+
+
+def test_a_client_that_expects_100_continue_gets_it_from_the_pool_and_only_once(make_pool):
+    pool, connect = make_pool()
+    head = (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\n"
+            b"Content-Length: 5\r\n\r\n")
+    client = connect(head)
+    client.settimeout(ARRIVAL_S)
+    poll_until(pool, lambda: select.select([client], [], [], 0)[0])
+    assert client.recv(100) == CONTINUE
+    client.sendall(b"hello")
+    poll_until(pool, lambda: pool._ready_with_body)
+    held = pool.take()
+    # gunicorn sees no expectation left, so it sends no second 100.
+    assert bytes(held.data) == head.replace(b"Expect: 100-Continue\r\n", b"") + b"hello"
+    held.sock.close()
+
+
+@pytest.mark.parametrize("head, answered", [
+    (b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+     b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n", None),
+    (b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", None),
+])
+def test_the_expectation_the_pool_answers(head, answered):
+    assert without_expect_continue(head) == answered
 
 
 def test_lingering_throws_away_what_follows_the_answer_then_closes(make_pool, clock):
@@ -219,6 +251,8 @@ def test_on_exit_the_clients_left_are_told_to_come_back(make_pool):
     (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", None),
     (b"POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n", None),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+    (b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", 3),
+    (b"POST / HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 3\r\n\r\n", None),
 ])
 def test_the_declared_body(head, declared):
     assert declared_body_bytes(head) == declared

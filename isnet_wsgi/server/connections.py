@@ -4,24 +4,13 @@ gunicorn's sync worker serves connections in the order the kernel queued
 them, and waits on each until its request is in: 20 clients dripping their
 headers kept a health probe waiting 99.5 s (issue 32). The pool accepts every
 pending connection and reads them all without waiting on any, as nginx does
-before it hands a request upstream; the worker takes the next whole request.
-
-- A request is whole once its head is in, and its body when the head declares
-  one (``Content-Length``) of at most ``largest_held_body_bytes``. A head that
-  makes the body stream (chunked, ``Expect: 100-continue``) or declares more
-  goes to the worker at once: today's rate rule, or the app's early 413.
-- Requests without a body go first (health, status, the docs): milliseconds.
-- Deadlines are ``read_deadline``'s, the head's counted from the connection:
-  a client that misses one gets its 408 here, without taking a turn. A
-  body's rate clock stops while the worker serves a request (the pool reads
-  nobody then), within head plus upload timeout from the connection.
-- Bounds: ``max_held_connections`` (past it the oldest connection whose
-  request is not yet whole gets a 503 with ``Retry-After`` and is closed) and
-  ``waiting_bodies_bytes`` (past it no body is read until one is served; when
-  none is whole, the one furthest along goes to the worker to stream the
-  rest). Heads are at most ``HEAD_BUFFER_BYTES`` each.
-- After the answer the pool lingers on the socket (reads and throws away what
-  the client still sends, bounded by the linger rule), not the worker.
+before it hands a request upstream; the worker takes the next whole request,
+bodiless ones first. A client that misses a deadline (``read_deadline``'s,
+the head's from the connection) gets its 408 here, without taking a turn.
+Bounds: ``max_held_connections`` (past it, the oldest unfinished connection
+gets a 503) and ``waiting_bodies_bytes`` (past it, no body is read until one
+is served). After the answer the pool lingers on the socket, not the worker.
+docs/slow-clients.md says why each rule is what it is, and what it cost.
 
 No gunicorn here: sockets in, sockets out, and an injectable clock.
 """
@@ -39,7 +28,8 @@ from typing import Callable
 
 from ..web.errors import HTTPError, ServiceUnavailable
 from .client_limits import ClientLimits, read_deadline, timeout_error
-from .framing import HEAD_BUFFER_BYTES, declared_body_bytes, head_end, raw_response
+from .framing import CONTINUE, HEAD_BUFFER_BYTES, declared_body_bytes, head_end, raw_response
+from .framing import without_expect_continue
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -252,10 +242,17 @@ class ConnectionPool:
             if len(held.data) > HEAD_BUFFER_BYTES:
                 self._ready(held)  # for gunicorn to refuse, or to read on
             return
-        declared = declared_body_bytes(bytes(held.data[:end]))
+        head = bytes(held.data[:end])
+        declared = declared_body_bytes(head)
         if declared is None or declared > self.limits.largest_held_body_bytes:
             self._ready(held)  # the body streams, or the app refuses its size at once
             return
+        answered = without_expect_continue(head)
+        if answered is not None:  # the client waits for a 100 before its body
+            held.data[:end] = answered
+            end = len(answered)
+            if len(held.data) - end < declared:
+                self._send_bytes(held, CONTINUE)
         held.body_bytes = declared
         held.phase, held.started = "body", self.clock()
         self._count_body(held, len(held.data) - end)
@@ -358,10 +355,13 @@ class ConnectionPool:
         held.counted = 0
 
     def _send(self, held: Held, error: HTTPError) -> None:
+        self._send_bytes(held, raw_response(error.to_response()))
+
+    def _send_bytes(self, held: Held, data: bytes) -> None:
         # NOTE: a few hundred bytes into an empty send buffer: never blocks;
         # a client whose buffer is full does not get it.
         try:
-            held.sock.send(raw_response(error.to_response()))
+            held.sock.send(data)
         except OSError:
             pass
 

@@ -15,15 +15,21 @@ from ..web.response import Response
 HEAD_BUFFER_BYTES = 64 * 1024
 
 
+# The interim answer a client that sent ``Expect: 100-continue`` waits for.
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 def declared_body_bytes(head: bytes) -> int | None:
     """The body's length when the head declares exactly one plain
     ``Content-Length`` (0 when none); None when the body must stream
-    (chunked, ``Expect``) or the framing is gunicorn's to refuse."""
+    (chunked) or the framing is gunicorn's to refuse (an odd ``Expect``)."""
     lengths = []
     for line in head.split(b"\n")[1:]:
         name, colon, value = line.partition(b":")
         name = name.strip().lower()
-        if colon and name in (b"transfer-encoding", b"expect"):
+        if colon and name == b"transfer-encoding":
+            return None
+        if colon and name == b"expect" and value.strip().lower() != b"100-continue":
             return None
         if colon and name == b"content-length":
             lengths.append(value.strip())
@@ -32,6 +38,23 @@ def declared_body_bytes(head: bytes) -> int | None:
     if len(lengths) != 1 or not lengths[0].isdigit():
         return None
     return int(lengths[0])
+
+
+def without_expect_continue(head: bytes) -> bytes | None:
+    """The head without its ``Expect: 100-continue`` line, when a HTTP/1.1
+    head has one (the pool then answers ``CONTINUE`` itself, and gunicorn,
+    seeing no expectation, sends no second one); None when it has none."""
+    lines = head.split(b"\n")
+    if not lines[0].rstrip(b"\r").endswith(b" HTTP/1.1"):
+        return None  # HTTP/1.0: the expectation is ignored (RFC 9110 10.1.1)
+    kept = [lines[0]] + [line for line in lines[1:] if not _expects_continue(line)]
+    return b"\n".join(kept) if len(kept) < len(lines) else None
+
+
+def _expects_continue(line: bytes) -> bool:
+    name, colon, value = line.partition(b":")
+    return (bool(colon) and name.strip().lower() == b"expect"
+            and value.strip().lower() == b"100-continue")
 
 
 def head_end(data: bytearray) -> int | None:

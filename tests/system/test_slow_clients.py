@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from bench.slow_clients import SlowClients
-from tests.helpers import encode_image, photo_bytes
+from tests.helpers import encode_image, multipart_body, photo_bytes
 from tests.system import cgroups
 from tests.system.server import read_response, running_gunicorn
 from tests.system.test_container_limit import memory_cgroup, workload
@@ -75,6 +75,19 @@ def test_pipelined_requests_get_the_first_answer_whole_then_a_clean_close(server
         assert (status, headers["connection"]) == (200, "close")
         assert json.loads(body)["status"] == "healthy"
         assert sock.recv(100) == b""
+
+
+def test_an_upload_that_expects_100_continue_gets_one_then_its_answer(server):
+    # curl sends bodies over 1 MB this way; the pool answers the expectation.
+    body, content_type = multipart_body(fresh_photo(4), "photo.png")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                     % (content_type.encode(), len(body)))
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        status, headers, answer = read_response(sock)
+    assert (status, headers["content-type"]) == (200, "image/png") and answer
 
 
 def test_sigterm_finishes_the_request_in_flight_and_the_whole_ones_waiting(tmp_path):
