@@ -113,13 +113,11 @@ class SlowClient(threading.Thread):
 def test_a_slow_client_gets_408_and_others_are_served_meanwhile(server, slow_from, code):
     slow = SlowClient(server.port, slow_from=slow_from)
     slow.start()
-    time.sleep(0.5)  # the worker is now reading from the slow client
-    started = time.monotonic()
-    assert server.json("/api/bg/health")["status"] == "healthy"
-    health_s = time.monotonic() - started
+    time.sleep(0.5)  # the slow client's connection is held now
+    # A probe that gives up after 10 s (Kubernetes' timeoutSeconds, say) is answered.
+    status, _, body = server.request("GET", "/api/bg/health", timeout_s=10)
+    assert status == 200 and json.loads(body)["status"] == "healthy"
     slow.join(timeout=60)
-    print(f"slow {slow_from}: /api/bg/health answered in {health_s:.2f} s")
-    assert health_s < 10  # a probe's timeout
     assert_json_error(*slow.answer, 408, code)
     status, headers, _ = server.upload("/api/bg/remove", photo_bytes("camera.png"))
     assert (status, headers["Content-Type"]) == (200, "image/png")

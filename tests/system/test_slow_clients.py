@@ -40,15 +40,17 @@ def timed(call):
 
 def test_20_slow_connections_and_3_slow_uploads_do_not_stall_the_worker(server):
     # Before the connection pool each one took its 5 s turn: health after ~100 s.
+    # The clients here give up as a probe does: health after 2 s, a removal after 5 s.
     with SlowClients(server.port, heads=20, uploads=3) as attack:
         time.sleep(1.0)  # every slow connection is held now, none timed out yet
-        health, health_s = timed(lambda: server.json("/api/bg/health"))
-        removal, removal_s = timed(lambda: server.upload("/api/bg/remove", fresh_photo(1)))
+        health, health_s = timed(lambda: server.request("GET", "/api/bg/health", timeout_s=2))
+        removal, removal_s = timed(lambda: server.upload("/api/bg/remove", fresh_photo(1),
+                                                         timeout_s=5))
     print(f"under 20 slow connections and 3 slow uploads: health {health_s:.2f} s, "
           f"removal {removal_s:.2f} s; the attackers saw {dict(attack.answers)}")
     assert attack.answers["not connected"] == 0
-    assert health["status"] == "healthy" and health_s < 2
-    assert removal[0] == 200 and removal_s < 5
+    assert health[0] == 200 and json.loads(health[2])["status"] == "healthy"
+    assert removal[0] == 200
     # Everything normal afterwards.
     assert server.upload("/api/bg/remove", fresh_photo(2))[0] == 200
 
