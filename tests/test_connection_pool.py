@@ -161,16 +161,21 @@ def test_past_the_body_budget_reading_stops_and_the_furthest_along_streams(make_
     pool, connect = make_pool(PoolLimits(waiting_bodies_bytes=4000))
     connect(upload(b"a" * 3000, declared=50_000))
     poll_until(pool, lambda: pool.buffered_body_bytes == 3000)
-    connect(upload(b"b" * 2000, declared=50_000))
+    second = connect(upload(b"b" * 2000, declared=50_000))
     poll_until(pool, lambda: pool.buffered_body_bytes == 5000)
-    # Over the budget: nothing more is read, no rate clock runs, and the
-    # body furthest along goes to the worker to stream the rest.
-    clock.now += 60
+    # Over the budget: nothing more is read, no rate clock runs (2000 B buy
+    # 2 s; 3 s pass), and the body furthest along goes to the worker to
+    # stream the rest.
+    clock.now += 3
+    second.sendall(b"b" * 1000)
     pool.poll(0)
     held = pool.take()
     assert bytes(held.data).endswith(b"a" * 3000)
     assert pool.buffered_body_bytes == 2000 and len(pool) == 1
     held.sock.close()
+    # Under the budget again: the second body is read on, its clock not run down.
+    poll_until(pool, lambda: pool.buffered_body_bytes == 3000)
+    assert len(pool) == 1 and not select.select([second], [], [], 0)[0]  # no 408
 
 
 @pytest.mark.parametrize("request_bytes", [

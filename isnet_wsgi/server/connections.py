@@ -259,7 +259,7 @@ class ConnectionPool:
         if held.received >= declared:
             self._ready(held, without_body=declared == 0)
         elif self._bodies_paused_at is not None:
-            self._selector.unregister(held.sock)
+            self._watch(held, False)
 
     def _count_body(self, held: Held, size: int) -> None:
         held.received += size
@@ -267,8 +267,7 @@ class ConnectionPool:
         self.buffered_body_bytes += size
 
     def _ready(self, held: Held, *, without_body: bool = False) -> None:
-        if self._registered(held):
-            self._selector.unregister(held.sock)
+        self._watch(held, False)
         held.phase = "ready"
         (self._ready_without_body if without_body else self._ready_with_body).append(held)
 
@@ -325,14 +324,14 @@ class ConnectionPool:
         if over and self._bodies_paused_at is None:
             self._bodies_paused_at = self.clock()
             for held in waiting:
-                self._selector.unregister(held.sock)
+                self._watch(held, False)
         elif not over and self._bodies_paused_at is not None:
             # PERF: the time paused is not the client's: its rate clock stops too.
             paused_s = self.clock() - self._bodies_paused_at
             self._bodies_paused_at = None
             for held in waiting:
                 held.started += paused_s
-                self._selector.register(held.sock, selectors.EVENT_READ, held)
+                self._watch(held, True)
         if over and waiting and not (self._ready_without_body or self._ready_with_body):
             self._ready(max(waiting, key=lambda held: held.received))
 
@@ -347,9 +346,15 @@ class ConnectionPool:
         except (KeyError, ValueError):
             return False
 
-    def _forget(self, held: Held) -> None:
-        if self._registered(held):
+    def _watch(self, held: Held, reading: bool) -> None:
+        """Read this connection's bytes as they arrive, or leave them waiting."""
+        if reading and not self._registered(held):
+            self._selector.register(held.sock, selectors.EVENT_READ, held)
+        elif not reading and self._registered(held):
             self._selector.unregister(held.sock)
+
+    def _forget(self, held: Held) -> None:
+        self._watch(held, False)
         self._held.pop(held.fd, None)
         self.buffered_body_bytes -= held.counted
         held.counted = 0
@@ -372,8 +377,7 @@ class ConnectionPool:
         except OSError:
             self._close(held)
             return
-        if not self._registered(held):
-            self._selector.register(held.sock, selectors.EVENT_READ, held)
+        self._watch(held, True)
         self.buffered_body_bytes -= held.counted
         held.counted = held.received = 0
         held.data = bytearray()
