@@ -57,14 +57,13 @@ class FullResolution:
 
 # Sections in modules of their own: `python -m bench NAME` imports the module
 # (or takes the object) and calls its add_arguments(parser) and run(args) ->
-# exit status. HELP is its line in `--help`. NOTE: bench/slow_clients.py
-# (issue 32) has that interface: "slow-clients": "bench.slow_clients" once
-# it is committed.
+# exit status. HELP is its line in `--help`.
 MODULE_SECTIONS = {
     "ab": "bench.ab",
     "breakdown": "bench.breakdown",
     "own-work": "bench.own_work",
     "full-resolution": FullResolution,
+    "slow-clients": "bench.slow_clients",
 }
 
 # (frontier runs per point, side-by-side rounds, overhead rounds)

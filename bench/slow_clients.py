@@ -23,7 +23,6 @@ import json
 import select
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -315,9 +314,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "requests alternated")
 
 
-def run(args: argparse.Namespace | None = None) -> int:
-    if args is None:
-        args = _parser().parse_args([])
+def run(args: argparse.Namespace) -> int:
     counts = [int(count) for count in str(args.slow).split(",") if count]
     results = []
     with tempfile.TemporaryDirectory(prefix="slow-clients-") as log_dir:
@@ -333,16 +330,3 @@ def run(args: argparse.Namespace | None = None) -> int:
     if results:
         print(table(results))
     return 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    """Until `python -m bench` lists this section: `python -m bench.slow_clients`."""
-    parser = argparse.ArgumentParser(prog="python -m bench.slow_clients", description=HELP)
-    parser.add_argument("--model", type=Path, default=harness.ROOT / "models" /
-                        "isnet-general-tiny.onnx", help="ONNX file to serve")
-    add_arguments(parser)
-    return parser
-
-
-if __name__ == "__main__":
-    sys.exit(run(_parser().parse_args()))
