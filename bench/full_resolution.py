@@ -41,7 +41,8 @@ CASES = {
     "remove-crop": ("remove", {"crop": True}, "PNG"),
     "color-jpeg": ("change_color", {}, "JPEG"),
     "color-png": ("change_color", {}, "PNG"),
-    "blur-jpeg": ("change_color", {"blur_radius_px": 20.0}, "JPEG"),
+    "blur-12-jpeg": ("change_color", {"blur_radius_px": 12.0}, "JPEG"),  # exact, in bands
+    "blur-50-jpeg": ("change_color", {"blur_radius_px": 50.0}, "JPEG"),  # at a reduced size
     "bg-file-jpeg": ("change_color", {"background": True}, "JPEG"),
 }
 
@@ -95,7 +96,7 @@ for _ in range(repeats):
         output = pipeline.change_color(data, ColorOptions(image_format=image_format, **options),
                                        background_data=background)
     out_bytes = len(output.body)
-    for part in output.stream or ():  # as the server sends it: one part at a time
+    for part in getattr(output, "stream", None) or ():  # as a server sends it, part by part
         out_bytes += len(part)
     del output
     seconds.append(time.perf_counter() - began)
@@ -106,7 +107,7 @@ print(json.dumps({"started_mb": started_mb, "peak_mb": memory.peak_rss_mb(),
 
 _STEPS_CHILD = _WORKER + r"""
 from isnet_wsgi.image import fullsize
-from isnet_wsgi.image.decode import decode
+from isnet_wsgi.image.decode import decode, fitted_size
 from isnet_wsgi.image.encode import encode
 from isnet_wsgi.image.png import encode_in_bands
 
@@ -132,9 +133,11 @@ view = step("model view decode", lambda: decode(
     size=segmenter.input.size_px))
 small = step("inference", lambda: segmenter.mask(view))
 del view
-image = step("full decode", lambda: pipeline.decode(data))
-mask = step("mask to full size", lambda: fullsize.upscaled_mask(small, image.size,
+size = fitted_size(data, formats=pipeline.formats, max_pixels=settings.max_image_pixels,
+                   max_dimension_px=settings.max_dimension_px)
+mask = step("mask to full size", lambda: fullsize.upscaled_mask(small, size,
                                                                 threads=pipeline.threads))
+image = step("full decode", lambda: pipeline.decode(data))
 step("subject box", lambda: fullsize.subject_box(mask))
 if answer == "remove-png":
     image = step("cut-out in place", lambda: fullsize.cutout_in_place(image, mask))
@@ -143,8 +146,8 @@ else:
     if background is not None:
         image = step("on background in place", lambda: fullsize.on_cover_in_place(
             image, mask, background))
-    elif answer == "blur-jpeg":
-        image = step("on blur in place", lambda: fullsize.on_blur_in_place(image, mask, 20.0))
+    elif answer == "blur-12-jpeg":
+        image = step("on blur in place", lambda: fullsize.on_blur_in_place(image, mask, 12.0))
     else:
         image = step("on colour in place", lambda: fullsize.on_color_in_place(
             image, mask, (255, 255, 255)))
@@ -252,6 +255,39 @@ def default_path(tree: Path, photo_paths: list[Path], rounds: int = 2) -> dict:
             results[name].setdefault("peaks_mb", []).append(made["peak_mb"])
             results[name]["seconds"] += made["seconds"]
     return results
+
+
+def versus_rembg(photo_paths: list[Path], rounds: int = 2,
+                 log_dir: Path = Path("/tmp/isnet-full-resolution")) -> dict:
+    """Our service (MAX_DIMENSION=8192) and rembg 2.0.86's server on its fp32
+    isnet-general-use (models/fp32.py), both up, each photo's cut-out asked of
+    each in turn (ABBA): seconds per answer, and each server's peak (VmHWM).
+    Needs rembg installed (bench.rembg.install()); offline either way."""
+    from bench import harness, rembg
+    from isnet_wsgi.runtime import memory
+    from models import fp32
+
+    ours = harness.service(ROOT / "models" / "isnet-general-tiny.onnx", log_dir, env={
+        "MAX_DIMENSION": "8192", "MAX_UPLOAD_MB": "25", "CACHE_MB": "0"})
+    theirs = rembg.Rembg.create(fp32.fp32_model_path(), log_dir)
+    seconds: dict[str, dict[str, list[float]]] = {ours.name: {}, theirs.name: {}}
+    with ours, theirs:
+        for server in (ours, theirs):
+            server.start()
+            # The first answer loads rembg's model and compiles its kernels.
+            server.remove_background("first.png", (PHOTOS / "coffee.png").read_bytes())
+        for path in photo_paths:
+            data = path.read_bytes()
+            for index in range(rounds):
+                for server in (ours, theirs) if index % 2 == 0 else (theirs, ours):
+                    removal = server.removal(path.name, data)
+                    began = time.perf_counter()
+                    server.send(removal)
+                    seconds[server.name].setdefault(path.name, []).append(
+                        time.perf_counter() - began)
+        peaks_mb = {ours.name: memory.peak_rss_mb(ours.worker_pids()[0]),
+                    theirs.name: memory.peak_rss_mb(theirs.pid)}
+    return {"seconds": seconds, "peaks_mb": peaks_mb}
 
 
 def _child_env(arena_mb: int) -> dict:

@@ -8,17 +8,19 @@ model.segmenter.InferenceTimeout.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from PIL import Image
 
 from .config import Settings
 from .file_names import split_file_name
-from .image import compose
-from .image.decode import FORMAT_BY_EXTENSION
+from .image import compose, fullsize
+from .image.decode import FORMAT_BY_EXTENSION, fitted_size
 from .image.decode import decode as decode_image
-from .image.encode import ENCODINGS, encode
+from .image.encode import ENCODINGS, check_encodable, encode
+from .image.png import encode_in_bands
 from .image.refine import refine_alpha
 from .model.segmenter import Segmenter
 from .options import ColorOptions, RemoveOptions
@@ -37,6 +39,8 @@ class Output:
     # X-Foreground-* headers of the answer (as remove.bg sends them).
     size: tuple[int, int] | None = None
     foreground: tuple[int, int, int, int] | None = None
+    # A full-resolution PNG: its bytes made as they are sent, ``body`` empty.
+    stream: Iterator[bytes] | None = None
 
     def file_name(self, input_name: str) -> str:
         """``<prefix>_<stem>.<extension>``, the stem taken from the input's name."""
@@ -60,6 +64,34 @@ def foreground_box(subject: tuple[int, int, int, int] | None,
     return left - origin[0], top - origin[1], right - left, bottom - top
 
 
+def _full_output(image: Image.Image, image_format: str, prefix: str, threads: int, *,
+                 mode: str, box: tuple[int, int, int, int] | None = None,
+                 foreground: tuple[int, int, int, int] | None = None,
+                 stream: bool = False) -> Output:
+    """A full-resolution answer: PNG streamed a band at a time, JPEG and WebP whole.
+
+    ``mode`` is the answer's ("RGB" of a composite left in an RGBA buffer).
+    """
+    encoding = ENCODINGS[image_format]
+    size = (box[2] - box[0], box[3] - box[1]) if box else image.size
+    if image_format == "PNG":
+        parts = encode_in_bands(image, mode=mode, box=box, threads=threads)
+        if stream:
+            return Output(b"", encoding.media_type, prefix, encoding.extension, size,
+                          foreground, parts)
+        body = io.BytesIO()  # PERF: getvalue() hands over its buffer without a copy
+        for part in parts:
+            body.write(part)
+        return Output(body.getvalue(), encoding.media_type, prefix, encoding.extension,
+                      size, foreground)
+    if box is not None:
+        image = image.crop(box)
+    if image.mode != mode:
+        image = image.convert(mode)
+    return Output(encode(image, image_format, threads=threads),
+                  encoding.media_type, prefix, encoding.extension, size, foreground)
+
+
 def accepted_formats(settings: Settings) -> tuple[str, ...]:
     """Pillow's names for the formats of the allowed extensions."""
     return tuple(sorted({FORMAT_BY_EXTENSION[ext] for ext in settings.allowed_extensions
@@ -70,8 +102,12 @@ class Pipeline:
     """One settings object and one model; ``remove`` and ``change_color`` per image."""
 
     def __init__(self, settings: Settings, segmenter: Segmenter, *,
-                 observe_inference_s: Callable[[float], None] = lambda seconds: None):
+                 observe_inference_s: Callable[[float], None] = lambda seconds: None,
+                 stream: bool = False):
         self.settings = settings
+        # Whether a full-resolution PNG is handed over as Output.stream (the
+        # caller sends it as it is made) or joined into Output.body.
+        self.stream = stream
         self.segmenter = segmenter
         self.observe_inference_s = observe_inference_s
         # The cores inference uses are idle while the result is encoded.
@@ -96,8 +132,55 @@ class Pipeline:
         self.observe_inference_s(self.segmenter.last_run_s)
         return refine_alpha(image, mask) if refine else mask
 
+    def full_resolution(self, data: bytes, max_dimension_px: int | None,
+                        image_format: str) -> bool:
+        """Whether the answer is larger than the model's input: then it is made
+        a band at a time (image/fullsize.py); never at the default 1024 px.
+        An answer its encoder cannot make within budget is refused here, first."""
+        ceiling_px = max_dimension_px or self.settings.max_dimension_px
+        size = fitted_size(data, formats=self.formats, max_pixels=self.settings.max_image_pixels,
+                           max_dimension_px=ceiling_px)
+        model_width, model_height = self.segmenter.input.size_px
+        if size[0] * size[1] <= model_width * model_height:
+            return False
+        check_encodable(size, image_format)
+        # The full decode's budget, before the reduced one and inference.
+        fitted_size(data, formats=self.formats, max_pixels=self.settings.max_image_pixels,
+                    max_dimension_px=ceiling_px, budget_bytes=self.settings.decode_budget_bytes)
+        return True
+
+    def full_size_masked(self, data: bytes, max_dimension_px: int | None, *,
+                         refine: bool = False, timeout_s: float | None = None):
+        """The full-size image and its full-size mask, the photo held once.
+
+        PERF: the model runs on a reduced decode of exactly its input's size
+        (a JPEG drafted at 1/2-1/8), and the full image is decoded only
+        after inference, once the session's buffers are free. ``refine``
+        works at the model's size, before the mask is brought up.
+        """
+        ceiling_px = max_dimension_px or self.settings.max_dimension_px
+        view = decode_image(data, formats=self.formats,
+                            max_pixels=self.settings.max_image_pixels,
+                            max_dimension_px=ceiling_px,
+                            budget_bytes=self.settings.decode_budget_bytes,
+                            size=self.segmenter.input.size_px)
+        small_mask = self.mask(view, refine=refine, timeout_s=timeout_s)
+        del view
+        # PERF: the mask is brought up before the photo is decoded, so the
+        # resize's passing buffers (~15 MB at 24 MP) never sit on top of it.
+        size = fitted_size(data, formats=self.formats, max_pixels=self.settings.max_image_pixels,
+                           max_dimension_px=ceiling_px)
+        mask = fullsize.upscaled_mask(small_mask, size, threads=self.threads)
+        image = self.decode(data, max_dimension_px)
+        if image.size != mask.size:  # a turn the header did not declare
+            del mask
+            mask = fullsize.upscaled_mask(small_mask, image.size, threads=self.threads)
+        return image, mask
+
     def remove(self, data: bytes, options: RemoveOptions, *,
                timeout_s: float | None = None) -> Output:
+        if self.full_resolution(data, options.max_dimension_px, options.image_format):
+            return self._remove_full_size(data, options, timeout_s)
         image = self.decode(data, options.max_dimension_px)
         mask = self.mask(image, refine=options.refine, timeout_s=timeout_s)
         subject = compose.subject_box(mask)
@@ -111,9 +194,27 @@ class Pipeline:
         return _output(compose.cutout(image, mask), options.image_format, "nobg",
                        self.threads, foreground)
 
+    def _remove_full_size(self, data: bytes, options: RemoveOptions,
+                          timeout_s: float | None) -> Output:
+        image, mask = self.full_size_masked(data, options.max_dimension_px,
+                                            refine=options.refine, timeout_s=timeout_s)
+        subject = fullsize.subject_box(mask)
+        box = None
+        if options.crop and subject is not None:  # no subject found: nothing to crop to
+            box = fullsize.subject_box(mask, options.margin_px)
+        foreground = foreground_box(subject, box[:2] if box else (0, 0))
+        if options.mask:
+            return _full_output(mask, options.image_format, "mask", self.threads, mode="L",
+                                box=box, foreground=foreground, stream=self.stream)
+        return _full_output(fullsize.cutout_in_place(image, mask), options.image_format, "nobg",
+                            self.threads, mode="RGBA", box=box, foreground=foreground,
+                            stream=self.stream)
+
     def change_color(self, data: bytes, options: ColorOptions, *,
                      background_data: bytes | None = None,
                      timeout_s: float | None = None) -> Output:
+        if self.full_resolution(data, options.max_dimension_px, options.image_format):
+            return self._change_color_full_size(data, options, background_data, timeout_s)
         image = self.decode(data, options.max_dimension_px)
         background = None
         if background_data is not None:
@@ -129,3 +230,25 @@ class Pipeline:
             composite = compose.on_background(image, mask, background)
         return _output(composite, options.image_format, "color", self.threads,
                        foreground_box(compose.subject_box(mask)))
+
+    def _change_color_full_size(self, data: bytes, options: ColorOptions,
+                                background_data: bytes | None,
+                                timeout_s: float | None) -> Output:
+        background = None
+        if background_data is not None:
+            # Decoded before inference so a bad file costs no model run; at
+            # most BACKGROUND_MAX_PX, then scaled to the photo a band at a time.
+            background = self.decode(background_data, min(
+                fullsize.BACKGROUND_MAX_PX, self.settings.max_dimension_px))
+        image, mask = self.full_size_masked(data, options.max_dimension_px,
+                                            refine=options.refine, timeout_s=timeout_s)
+        foreground = foreground_box(fullsize.subject_box(mask))
+        if background is not None:
+            composite = fullsize.on_cover_in_place(image, mask, background)
+        elif options.blur_radius_px is not None:
+            composite = fullsize.on_blur_in_place(image, mask, options.blur_radius_px)
+        else:
+            composite = fullsize.on_color_in_place(image, mask, options.rgb)
+        del mask, background
+        return _full_output(composite, options.image_format, "color", self.threads,
+                            mode="RGB", foreground=foreground, stream=self.stream)

@@ -48,7 +48,9 @@ def on_color(image: Image.Image, mask: Image.Image, rgb: tuple[int, int, int]) -
 
 def blurred(image: Image.Image, radius_px: float) -> Image.Image:
     """The image itself, Gaussian-blurred: a background that keeps the scene."""
-    return image.convert("RGB").filter(ImageFilter.GaussianBlur(radius_px))
+    # PERF: convert() copies even an RGB image; filter() makes the new one anyway.
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return rgb.filter(ImageFilter.GaussianBlur(radius_px))
 
 
 def cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -38,21 +38,27 @@ _TRANSPOSE_BY_ORIENTATION = {
     6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# The orientations whose turn swaps width and height.
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 
 
 def fitted_size(data: bytes, *, formats: tuple[str, ...], max_pixels: int,
                 max_dimension_px: int, budget_bytes: int | None = None) -> tuple[int, int]:
-    """The size ``decode`` would give (before an EXIF turn), from the header
-    alone: what the pipeline chooses its way by. With ``budget_bytes``, that
-    decode's cost is checked too, so a full-resolution request over it is
-    refused before its first, reduced, decode and inference."""
+    """The size ``decode`` would give, its EXIF turn included, from the
+    header alone: what the pipeline chooses its way by. With ``budget_bytes``,
+    that decode's cost is checked too, so a full-resolution request over it
+    is refused before its first, reduced, decode and inference.
+
+    NOTE: a turn declared only after the pixels (a PNG's late eXIf) is not
+    seen here; decode() still applies it.
+    """
     image = _opened(data, formats, max_pixels)
     header_size = image.size
     target = fit_size(header_size, max_dimension_px)
     if budget_bytes is not None:
         _draft(image, target)
         _check_budget(image, header_size, target, budget_bytes)
-    return target
+    return target[::-1] if _declared_orientation(image) in _SWAPPING_ORIENTATIONS else target
 
 
 def decode(data: bytes, *, formats: tuple[str, ...], max_pixels: int,

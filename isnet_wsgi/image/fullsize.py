@@ -4,9 +4,10 @@ Above the model's 1024x1024 the photo is held once: the model runs on a
 reduced decode, the mask comes back to full size in bands (LANCZOS, as
 rembg), and the answer is composited band by band into the decoded photo
 itself, so a 24 MP request holds one 4-byte image (96 MB), one 1-byte mask
-(24 MB) and a few 4 MB bands. Every band is what compose.py's whole-image
-function gives for those rows (exactly; the background's scaling within
-two levels, its bands' boxes starting mid-pixel: tests/test_full_resolution.py).
+(24 MB) and a few 1 MB bands. Every band is what compose.py's whole-image
+function gives for those rows: exactly, but where a background is scaled
+(0.08 level on average, its bands' boxes starting mid-pixel) or a wide blur
+made at a reduced size (0.5): tests/test_full_resolution.py.
 """
 
 from __future__ import annotations
@@ -20,14 +21,20 @@ from . import compose
 from .resize import horizontal_first
 
 # Source bytes per band (at 4 bytes a pixel): each copy a band makes (crop,
-# composite, paste) is about this big.
-BAND_BYTES = 4 * 1024 * 1024
+# composite, paste) is about this big. PERF: 4 MB bands held 271 / 371 MB at
+# 25 MP (remove, PNG; no arena / arena), 1 MB bands 257 / 360 (one child each).
+BAND_BYTES = 1024 * 1024
 
 # A background file (bg_file) behind a full-resolution photo is decoded at
 # most this long, then scaled up to the photo a band at a time: held through
 # inference and the photo's decode, a 24 MP background would be 96 MB more;
 # at 3072 px a 24 MP request peaked at 316 MB (no arena), over budget.
 BACKGROUND_MAX_PX = 2048
+
+# Blur radii up to this are blurred exactly, band by band, at full size;
+# larger ones at a reduced size where the radius is about REDUCED_BLUR_RADIUS_PX.
+EXACT_BLUR_MAX_RADIUS_PX = 16.0
+REDUCED_BLUR_RADIUS_PX = 4.0
 
 Span = tuple[int, int]  # (top, bottom) rows of a band
 
@@ -131,8 +138,18 @@ def on_blur_in_place(image: Image.Image, mask: Image.Image, radius_px: float) ->
 
     Each band is blurred with the rows the blur reaches either side; those
     above it were overwritten already, so their original pixels are kept
-    from the band before (``carried``).
+    from the band before (``carried``). A radius above EXACT_BLUR_MAX_RADIUS_PX
+    reaches too far for that (radius 100 at 25 MP, 4 MB bands: 334 MB without
+    the arena): the photo is reduced by whole blocks until the radius is about
+    REDUCED_BLUR_RADIUS_PX (1/4 the size or less), blurred there and scaled
+    back up in bands (257 MB); such a blur has no detail the reduction could
+    lose: within 0.5 level on average, 7 at most, of the whole-image blur
+    (radii 16.5-100, tests/test_full_resolution.py).
     """
+    if radius_px > EXACT_BLUR_MAX_RADIUS_PX:
+        factor = int(radius_px // REDUCED_BLUR_RADIUS_PX)
+        background = compose.blurred(image.reduce(factor), radius_px / factor)
+        return on_cover_in_place(image, mask, background)
     reach = blur_reach_rows(radius_px)
     carried: list[Image.Image] = []  # the original rows just above the band
 
@@ -146,6 +163,7 @@ def on_blur_in_place(image: Image.Image, mask: Image.Image, radius_px: float) ->
             source.paste(above, (0, 0))
         source.paste(band, (0, above_rows))
         source.paste(below, (0, above_rows + band.height))
+        del above, below  # in the source now: not held while it is blurred
         keep = min(reach, above_rows + band.height)
         carried.append(source.crop((0, above_rows + band.height - keep, image.width,
                                     above_rows + band.height)))
