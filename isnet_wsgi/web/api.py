@@ -41,8 +41,9 @@ class BackgroundAPI:
         self.segmenter = segmenter
         self.monitor = monitor
         self.memory_guard = memory_guard
+        # stream: a full-resolution PNG is sent as it is encoded (response.py).
         self.pipeline = Pipeline(settings, segmenter,
-                                 observe_inference_s=monitor.inference.observe)
+                                 observe_inference_s=monitor.inference.observe, stream=True)
         self.results = Results(settings.cache_bytes, monitor.registry)
         self.limits = {"ceiling_px": settings.max_dimension_px,
                        "refine_default": settings.refine_default}

@@ -100,7 +100,12 @@ class _BodyThenCallback:
         self._callback = callback
 
     def __iter__(self):
-        yield self._body
+        if isinstance(self._body, bytes):
+            yield self._body
+        else:  # a StreamedBody (response.py): each part as it is made
+            yield from self._body
 
     def close(self):
+        if not isinstance(self._body, bytes):
+            self._body.close()
         self._callback()

@@ -1,11 +1,36 @@
-"""A complete response: status, headers and a body held in memory."""
+"""A response: status, headers and a body held in memory, or streamed."""
 
 from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from typing import Iterable, Iterator
 
 JSON_TYPE = "application/json"
+
+
+class StreamedBody:
+    """A body sent as its parts are made (a full-resolution PNG, a band at a
+    time): never all its bytes at once. ``len()`` is the bytes sent so far,
+    the whole body's once the server has sent it."""
+
+    def __init__(self, parts: Iterable[bytes]):
+        self._parts = parts
+        self.bytes_sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self._parts:
+            self.bytes_sent += len(part)
+            yield part
+
+    def __len__(self) -> int:
+        return self.bytes_sent
+
+    def close(self) -> None:
+        """Let the parts' maker go (and what it holds), sent or not."""
+        close = getattr(self._parts, "close", None)
+        if close is not None:
+            close()
 
 
 class Response:
@@ -32,4 +57,6 @@ class Response:
         return next((v for k, v in self.headers if k.lower() == lowered), None)
 
     def wsgi_headers(self) -> list[tuple[str, str]]:
+        if isinstance(self.body, StreamedBody):
+            return list(self.headers)  # no length known: the server sends it chunked
         return self.headers + [("Content-Length", str(len(self.body)))]

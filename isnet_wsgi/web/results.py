@@ -15,7 +15,7 @@ from ..pipeline import Output
 from ..runtime.cache import OffHeapBytes, ResultCache, digest
 from ..runtime.metrics import CounterView, Gauge, Registry
 from .http import attachment_header
-from .response import Response
+from .response import Response, StreamedBody
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ class Results:
         if cached is not None:
             return cached.to_output(), True
         output = make()
-        self.cache.put(key, _CachedOutput.of(output))
+        if output.stream is None:  # NOTE: a streamed answer is never all in memory to keep
+            self.cache.put(key, _CachedOutput.of(output))
         return output, False
 
 
@@ -79,4 +80,5 @@ def download(output: Output, input_name: str, cache_hit: bool | None) -> Respons
                *size_headers(output)]
     if cache_hit is not None:
         headers.append(("X-Cache", "hit" if cache_hit else "miss"))
-    return Response(output.body, content_type=output.content_type, headers=headers)
+    body = output.body if output.stream is None else StreamedBody(output.stream)
+    return Response(body, content_type=output.content_type, headers=headers)
