@@ -208,6 +208,8 @@ class ConnectionPool:
         while held.phase in ("head", "body", "linger") and not self._over_budget(held):
             if held.phase == "body":
                 size = min(READ_CHUNK_BYTES, held.body_bytes - held.received)
+            elif held.phase == "head":  # one byte past the bound says "too long"
+                size = HEAD_BUFFER_BYTES + 1 - len(held.data)
             else:
                 size = READ_CHUNK_BYTES
             try:
