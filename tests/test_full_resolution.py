@@ -16,7 +16,7 @@ from PIL import Image
 
 from bench.full_resolution import synthetic_photo
 from isnet_wsgi.image import compose, fullsize, png
-from isnet_wsgi.image.errors import OutputTooLarge
+from isnet_wsgi.image.errors import DecodeBudgetExceeded, OutputTooLarge
 from isnet_wsgi.options import ColorOptions, RemoveOptions
 from isnet_wsgi.pipeline import Pipeline
 from isnet_wsgi.runtime.cache import ResultCache
@@ -228,3 +228,17 @@ def test_a_turned_phone_photo_is_answered_upright_at_full_size(full_pipeline, ph
     mask = open_image(full_pipeline.remove(turned.getvalue(), RemoveOptions(mask=True)).body)
     assert cutout.size == mask.size == SIZE[::-1]
     assert cutout.getchannel("A").tobytes() == mask.tobytes()
+
+
+def test_the_full_decodes_budget_is_checked_before_the_model_runs(service):
+    """A 25 MP progressive JPEG keeps every coefficient (75 MB) beside its
+    pixels: over the 160 MB budget for the full decode, though its drafted
+    view for the model would fit; refused before that view is decoded."""
+    runs = []
+    pipeline = Pipeline(make_settings(max_dimension_px=8192, max_upload_mb=25),
+                        service.segmenter, observe_inference_s=runs.append)
+    buffer = io.BytesIO()
+    Image.new("RGB", (6120, 4080), (200, 120, 40)).save(buffer, "JPEG", progressive=True)
+    with pytest.raises(DecodeBudgetExceeded, match="the decode budget is 160 MB"):
+        pipeline.remove(buffer.getvalue(), RemoveOptions())
+    assert runs == []
