@@ -17,7 +17,7 @@ export $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' malloc.env)
 # onnxruntime must not phone home.
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup dev-setup model browser nginx run test bench clean image image-test
+.PHONY: setup dev-setup model browser nginx removebg-client run test bench clean image image-test
 
 # What running needs: the service's dependencies and the model build's `onnx`
 # (requirements-build.txt). The test tools come with `make test` only.
@@ -60,7 +60,22 @@ nginx:
 		apt-get update && apt-get install -y --no-install-recommends nginx; \
 	fi
 
-test: model dev-setup browser nginx
+# remove.bg's npm client, for tests/system/test_removebg_client.py: node and
+# npm from Debian if missing, the pinned package (package-lock.json) installed
+# with `npm ci` inside the venv. A no-op, offline, once it is installed.
+REMOVEBG_CLIENT := tests/system/removebg_client
+removebg-client: $(VENV)/removebg-client/.installed
+
+$(VENV)/removebg-client/.installed: $(REMOVEBG_CLIENT)/package.json $(REMOVEBG_CLIENT)/package-lock.json
+	@if ! command -v npm >/dev/null; then \
+		apt-get update && apt-get install -y --no-install-recommends nodejs npm; \
+	fi
+	mkdir -p $(VENV)/removebg-client
+	cp $(REMOVEBG_CLIENT)/package.json $(REMOVEBG_CLIENT)/package-lock.json $(VENV)/removebg-client/
+	cd $(VENV)/removebg-client && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: model dev-setup browser nginx removebg-client
 	$(PY) -m pytest
 
 # bench/README.md: the sections; `python -m bench SECTION --help`.

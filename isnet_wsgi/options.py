@@ -39,14 +39,19 @@ def _any_case(word: str) -> str:
     return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
 
 
+# What str.strip() strips (str.isspace), as a regex class every engine reads
+# alike: ECMA-262's and Rust's \s differ from Python's (\x1c-\x1f, \x85).
+SPACE = "[\\t-\\r\\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+BLANK_PATTERN = f"^{SPACE}*$"
 # What numerals.parse_boolean accepts (blank: the default), as a pattern.
-BOOLEAN_PATTERN = (r"^\s*(" + "|".join(_any_case(word) for word in TRUE_WORDS + FALSE_WORDS)
-                   + r")?\s*$")
+BOOLEAN_PATTERN = (f"^{SPACE}*(" + "|".join(_any_case(word) for word in TRUE_WORDS + FALSE_WORDS)
+                   + f")?{SPACE}*$")
+TRUE_PATTERN = f"^{SPACE}*(" + "|".join(_any_case(word) for word in TRUE_WORDS) + f"){SPACE}*$"
 # What parse_color accepts, as the OpenAPI document's pattern (ECMA-262
 # syntax); blank is the default colour. A test holds the two together.
 _COMPONENT = "([01]?[0-9]?[0-9]|2[0-4][0-9]|25[0-5])"
-COLOR_PATTERN = (r"^\s*$|^\s*(#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})|"
-                 rf"{_COMPONENT}\s*,\s*{_COMPONENT}\s*,\s*{_COMPONENT})\s*$")
+COLOR_PATTERN = (f"^{SPACE}*$|^{SPACE}*(#?([0-9a-fA-F]{{6}}|[0-9a-fA-F]{{3}})|"
+                 f"{_COMPONENT}{SPACE}*,{SPACE}*{_COMPONENT}{SPACE}*,{SPACE}*{_COMPONENT}){SPACE}*$")
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
@@ -125,6 +130,11 @@ class Option:
         raw = given_text(values, self.name)
         if raw is None:
             return self._convert(self.default) if isinstance(self.default, str) else self.default
+        if raw != values[self.name] and (self.choices is not None
+                                         or self.type in ("integer", "number")):
+            # NOTE: ' 5' is no number and ' png' no format, as the OpenAPI schema says;
+            # only a blank field (an empty form input) stands for the default.
+            self._refuse("has spaces around it", values[self.name])
         return self._convert(raw)
 
     def _convert(self, raw: str):
@@ -163,8 +173,11 @@ class Option:
         if self.type == "boolean":
             # As text (a form, the query), the words parse_boolean reads, in any case.
             schema.update(type=["boolean", "string"], pattern=BOOLEAN_PATTERN)
+        elif self.type in ("integer", "number"):
+            # A blank field (an empty HTML form input) is the default.
+            schema.update(type=[self.type, "string"], pattern=BLANK_PATTERN)
         if self.choices is not None:
-            schema["enum"] = sorted(self.choices)
+            schema["enum"] = sorted(self.choices) + [""]  # blank: the default
         if self.minimum is not None:
             schema["exclusiveMinimum" if self.minimum_excluded else "minimum"] = self.minimum
             schema["maximum"] = self.maximum
@@ -270,14 +283,16 @@ def remove_rules_schema() -> dict:
     NOTE: written with anyOf and false schemas, not if/then/not: schemathesis
     cannot judge a conditional over an object that holds a file.
     """
-    return {"anyOf": [{"properties": {"margin": {"const": 0}}},
-                      {"required": ["crop"], "properties": {"crop": {"const": True}}}]}
+    no_margin = {"anyOf": [{"const": 0}, {"type": "string", "pattern": f"^{SPACE}*0*{SPACE}*$"}]}
+    crop = {"anyOf": [{"const": True}, {"type": "string", "pattern": TRUE_PATTERN}]}
+    return {"anyOf": [{"properties": {"margin": no_margin}},
+                      {"required": ["crop"], "properties": {"crop": crop}}]}
 
 
 def color_rules_schema(names: tuple[str, ...] = BACKGROUNDS) -> dict:
     """color_options' rule as JSON Schema: at most one of the backgrounds named
     (a blank colour is the default, not a choice). See remove_rules_schema."""
-    absent = {name: ({"pattern": r"^\s*$"} if name == "color" else False) for name in names}
+    absent = {name: ({"pattern": BLANK_PATTERN} if name == "color" else False) for name in names}
     return {"anyOf": [{"properties": {name: absent[name] for name in names if name != kept}}
                       for kept in names]}
 

@@ -38,7 +38,8 @@ def test_index_documents_every_endpoint_with_curl(client):
     page = client.get("/")
     assert page.content_type == "text/html"
     for path in ("/api/bg/health", "/api/bg/status", "/api/bg/remove",
-                 "/api/bg/change_color", "/api/bg/clear_cache", "/openapi.json", "/metrics"):
+                 "/api/bg/change_color", "/api/bg/clear_cache", "/openapi.json", "/metrics",
+                 "/v1.0/removebg"):
         assert path in page.text
     assert "curl" in page.text and "-F file=@photo.jpg" in page.text
 

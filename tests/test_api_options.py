@@ -330,3 +330,17 @@ def test_remove_answers_the_size_and_the_subjects_box(client):
     # Cropped with an 8 px margin: the subject starts at most 8 px in.
     assert 0 <= int(response.headers["X-Foreground-Left"]) <= 8
     assert int(response.headers["X-Foreground-Width"]) <= image.width
+
+
+def test_an_option_sent_twice_is_400_not_a_guess(client):
+    body, content_type = multipart_body(photo_bytes("camera.png"), "camera.png")
+    response = client.request("/api/bg/remove?format=png&format=webp", method="POST",
+                              body=body, content_type=content_type, status=400)
+    assert response.json["error"] == "repeated_option" and "'format'" in response.json["message"]
+
+
+def test_spaces_around_a_number_are_refused_but_a_blank_field_is_the_default(client):
+    refused = remove(client, photo_bytes("camera.png"), params={"max_dimension": " 64"},
+                     status=400)
+    assert refused.json["error"] == "invalid_max_dimension"
+    remove(client, photo_bytes("camera.png"), params={"max_dimension": "", "format": ""})

@@ -35,6 +35,7 @@ def _endpoint_docs(settings: Settings, base_url: str) -> str:
     base = html.escape(base_url.rstrip("/"))
     auth = ' -H "Authorization: Bearer $API_KEY"' if settings.api_key else ""
     post = f"curl{auth}"
+    removebg_key = ' -H "X-Api-Key: $API_KEY"' if settings.api_key else ""
     sections = [
         ("GET /api/bg/health", "Health check (200 healthy, 503 unhealthy).",
          [f"curl {base}/api/bg/health"], []),
@@ -57,6 +58,11 @@ def _endpoint_docs(settings: Settings, base_url: str) -> str:
          color_options(settings)),
         ("POST /api/bg/clear_cache", "Empty the result cache, collect garbage, return "
          "memory to the OS.", [f"{post} -X POST {base}/api/bg/clear_cache"], []),
+        ("POST /v1.0/removebg", "remove.bg's API: its parameters (size, format incl. zip, "
+         "channels, bg_color, bg_image_file, crop, crop_margin), answers and error shape, so "
+         "its clients work once pointed here. image_url is refused: no outbound requests.",
+         [f"curl{removebg_key} -F image_file=@photo.jpg -F size=auto -o no-bg.png "
+          f"{base}/v1.0/removebg"], []),
         ("GET /openapi.json", "The OpenAPI 3.1 document.", [f"curl {base}/openapi.json"], []),
         ("GET /metrics", "Prometheus metrics.", [f"curl {base}/metrics"], []),
     ]

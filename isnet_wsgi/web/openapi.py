@@ -125,17 +125,18 @@ def _removebg_operation(settings: Settings) -> dict:
                   for parameter in REMOVEBG_PARAMETERS}
     b64 = {"type": "string", "format": "byte", "contentEncoding": "base64",
            "description": "The image, base64-encoded (instead of image_file)."}
-    form = {"type": "object", "additionalProperties": False,
+    # NOTE: in a form the image is image_file (the service also reads
+    # image_file_b64 there, as remove.bg does; the schema leaves that to the
+    # urlencoded and JSON bodies: schemathesis 4.32 fails to generate an anyOf
+    # of image sources over a file). One anyOf with false schemas, no
+    # not/if/oneOf (see options.remove_rules_schema): at most one background.
+    form = {"type": "object", "additionalProperties": False, "required": ["image_file"],
             "properties": {"image_file": {**_BINARY, "description": "The image."},
-                           "image_file_b64": b64,
                            "bg_image_file": {**_BINARY, "description": "A background image, "
                                              "fitted to cover the answer. Not with bg_color."},
                            **parameters},
-            # NOTE: no not/if (see options.remove_rules_schema): exactly one image, at
-            # most one background.
-            "allOf": [{"oneOf": [{"required": ["image_file"]}, {"required": ["image_file_b64"]}]},
-                      {"anyOf": [{"properties": {"bg_image_file": False}},
-                                 {"properties": {"bg_color": False}}]}]}
+            "anyOf": [{"properties": {"bg_image_file": False}},
+                      {"properties": {"bg_color": False}}]}
     text = {"type": "object", "additionalProperties": False, "required": ["image_file_b64"],
             "properties": {"image_file_b64": b64, **parameters}}
     # In JSON, null is "not given" (a client's unset option).

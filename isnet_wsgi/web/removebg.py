@@ -25,7 +25,7 @@ from .removebg_image import render
 from .removebg_options import FILE_PARAMETERS, JSON_TYPES, PARAMETERS, removebg_options
 from .response import Response
 from .results import size_headers
-from .upload import FORM_OVERHEAD_BYTES
+from .upload import FORM_OVERHEAD_BYTES, single_values
 
 # The body types remove.bg accepts.
 FORM, URLENCODED, JSON = ("multipart/form-data", "application/x-www-form-urlencoded",
@@ -123,7 +123,7 @@ def read_request(request: Request, settings: Settings) -> RemoveBgUpload:
             limit_text=f"{setting} per file, plus {size_text(FORM_OVERHEAD_BYTES)} of fields")
         form = read_form(reader.read, boundary_from_content_type(request.header("Content-Type")),
                          max_file_bytes=limit, file_limit_text=setting, max_parts=MAX_PARTS)
-        values = {name: given[0] for name, given in form.fields.items()}
+        values = single_values(form.fields)
         for name, uploads in form.files.items():
             if name == "image_file_b64":  # base64 text, sent as a file part
                 values[name] = _text(uploads[0].data)
@@ -165,14 +165,14 @@ def _text(body: bytes) -> str:
 
 
 def _urlencoded_values(body: bytes) -> dict[str, str]:
-    values: dict[str, str] = {}
+    values: dict[str, list[str]] = {}
     try:
         pairs = parse_qsl(_text(body), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise BadRequest("The form body is malformed.", code="malformed_body") from None
     for name, value in pairs:
-        values.setdefault(name, value)
-    return values
+        values.setdefault(name, []).append(value)
+    return single_values(values)
 
 
 def _json_values(body: bytes) -> dict[str, str]:
@@ -188,6 +188,8 @@ def _json_values(body: bytes) -> dict[str, str]:
         if value is None:
             continue  # null: not given
         expected = JSON_TYPES.get(name, str)
+        if expected is int and isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON Schema: 5.0 is an integer
         # NOTE: bool is an int to Python; JSON tells them apart, and so do we.
         if type(value) is not expected:
             raise BadRequest(f"{name[:32]!r} must be a JSON {_JSON_NAMES[expected]}.",

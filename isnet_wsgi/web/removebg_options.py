@@ -83,7 +83,8 @@ PARAMETERS = (
               ignored=True),
     Parameter("semitransparency", {"type": "boolean"}, "Accepted and ignored.", ignored=True),
     Parameter("shadow_type", {"type": "string"}, "Accepted and ignored.", ignored=True),
-    Parameter("shadow_opacity", {"type": "integer"}, "Accepted and ignored.", ignored=True),
+    Parameter("shadow_opacity", {"type": "integer", "minimum": 0, "maximum": 100},
+              "Accepted and ignored.", ignored=True),
 )
 _BY_NAME = {parameter.name: parameter for parameter in PARAMETERS}
 # The JSON type each parameter must have in a JSON body.
@@ -209,5 +210,8 @@ def _check_ignored(parameter: Parameter, value: str) -> None:
         _choice({parameter.name: value}, parameter.name, parameter.schema["enum"])
     elif kind == "boolean":
         _boolean({parameter.name: value}, parameter.name)
-    elif kind == "integer" and not re.fullmatch(r"-?[0-9]{1,9}", value):
-        _refuse(f"invalid_{parameter.name}", f"{parameter.name} must be a whole number.")
+    elif kind == "integer":
+        low, high = parameter.schema["minimum"], parameter.schema["maximum"]
+        if not (re.fullmatch(r"[0-9]{1,3}", value) and low <= int(value) <= high):
+            _refuse(f"invalid_{parameter.name}",
+                    f"{parameter.name} must be a whole number from {low} to {high}.")

@@ -52,19 +52,28 @@ class Upload:
 def read_upload(request: Request, settings: Settings, *, background: bool = False) -> Upload:
     """The image (and background) with the options: from a form or a raw body."""
     file_fields = ("file", "bg_file") if background else ("file",)
-    query = {name: given[0] for name, given in request.query.items()}
+    query = single_values(request.query)
     _refuse_files_sent_as_text(query, file_fields)
     mimetype, _ = parse_options_header(request.header("Content-Type"))
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
         # A raw body: the bytes are the image, the options are in the query.
         return Upload(FormFile("file", "image", mimetype, read_raw(request, settings)), query)
     form = _read_form(request, settings, files=len(file_fields))
-    fields = {name: given[0] for name, given in form.fields.items()}
+    fields = single_values(form.fields)
     _refuse_files_sent_as_text(fields, file_fields)
     _refuse_unknown_files(form, file_fields)
     allowed = settings.allowed_extensions
     return Upload(_one_file(form, "file", allowed, required=True), query, fields,
                   _one_file(form, "bg_file", allowed) if background else None)
+
+
+def single_values(given: Mapping[str, list[str]]) -> dict[str, str]:
+    """Each name's one value; a name sent twice is a 400, not a guess at which counts."""
+    for name, values in given.items():
+        if len(values) > 1:
+            raise BadRequest(f"'{name[:32]}' was sent {len(values)} times; send each option "
+                             "once.", code="repeated_option")
+    return {name: values[0] for name, values in given.items()}
 
 
 def read_raw(request: Request, settings: Settings) -> bytes:
