@@ -39,10 +39,10 @@ REDUCED_BLUR_RADIUS_PX = 4.0
 Span = tuple[int, int]  # (top, bottom) rows of a band
 
 
-def band_spans(size: tuple[int, int], bytes_per_pixel: int = 4) -> list[Span]:
+def band_spans(size: tuple[int, int], bytes_per_pixel: int = 4, min_rows: int = 1) -> list[Span]:
     """(top, bottom) of the bands that tile an image of ``size``, top to bottom."""
     width, height = size
-    rows = max(1, BAND_BYTES // (bytes_per_pixel * width))
+    rows = max(min_rows, BAND_BYTES // (bytes_per_pixel * width))
     return [(top, min(height, top + rows)) for top in range(0, height, rows)]
 
 
@@ -169,12 +169,16 @@ def on_blur_in_place(image: Image.Image, mask: Image.Image, radius_px: float) ->
                                     above_rows + band.height)))
         return compose.blurred(source, radius_px).crop(
             (0, above_rows, image.width, above_rows + band.height))
-    return _composited_in_place(image, mask, blurred)
+    # PERF: bands at least twice the reach tall, so a band blurs at most
+    # twice its own rows (1 MB bands of a 25 MP photo are 41 rows).
+    return _composited_in_place(image, mask, blurred,
+                                band_spans(image.size, min_rows=2 * reach))
 
 
 def _composited_in_place(image: Image.Image, mask: Image.Image,
-                         background: Callable[[Span, Image.Image], Image.Image]) -> Image.Image:
-    for span in band_spans(image.size):
+                         background: Callable[[Span, Image.Image], Image.Image],
+                         spans: list[Span] | None = None) -> Image.Image:
+    for span in spans or band_spans(image.size):
         box = (0, span[0], image.width, span[1])
         band = image.crop(box)
         image.paste(compose.on_background(band, mask.crop(box), background(span, band)), box)
