@@ -152,3 +152,13 @@ def test_the_api_key_is_read_from_x_api_key_and_a_wrong_one_is_403(service):
     removebg_error(post_file(client, headers={"X-Api-Key": "wrong"}, status=403), 403,
                    "auth_failed")
     assert post_file(client, headers={"X-Api-Key": "s3cret"}).content_type == "image/png"
+
+
+def test_full_size_png_is_byte_for_byte_what_api_bg_remove_answers(client):
+    # One pipeline: the same decode, model, cut-out and encoder behind both endpoints.
+    ours = client.post("/api/bg/remove", upload_files=[("file", "a.png", PHOTO)])
+    theirs = post_file(client, {"size": "full", "format": "png"})
+    assert theirs.body == ours.body
+    for header in ("X-Width", "X-Height", "X-Foreground-Top", "X-Foreground-Left",
+                   "X-Foreground-Width", "X-Foreground-Height"):
+        assert theirs.headers[header] == ours.headers[header]

@@ -12,11 +12,6 @@ from ..numerals import parse_whole_number
 from .errors import BadRequest, HTTPError, PayloadTooLarge
 from .multipart import size_text
 
-# NOTE: server/ imported these from here before web/errors.py and response.py
-# held them; they stay importable until the worker's rewrite (issue 32) lands.
-from .errors import RequestTimeout  # noqa: E402,F401
-from .response import Response  # noqa: E402,F401
-
 # A client's or proxy's request id is echoed back only if it is this tame.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -41,7 +36,8 @@ class Request:
 
     @property
     def query(self) -> dict[str, list[str]]:
-        # NOTE: junk in a query string is ignored, never an error.
+        # NOTE: read leniently here; which names and how many values an endpoint
+        # takes is its own to say (upload.py refuses unknown and repeated options).
         return parse_qs(self.environ.get("QUERY_STRING", ""), keep_blank_values=True)
 
     def header(self, name: str) -> str | None:
