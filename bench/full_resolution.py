@@ -306,10 +306,11 @@ def measure(photo_path: Path, background_path: Path, case: str, arena_mb: int,
 
 
 def run(args: dict | None = None) -> dict:
-    """Every part asked for (``parts``: peaks, steps, compare, default_path), printed
-    as the tables docs/full-resolution.md cites, and returned."""
+    """Every part asked for (``parts``: peaks, steps, compare, rembg, default_path),
+    printed as the tables docs/full-resolution.md cites, and returned. ``rembg``
+    needs bench.rembg installed; ``default_path`` needs ``before_tree``."""
     args = args or {}
-    parts = args.get("parts", ["peaks", "steps", "compare", "default_path"])
+    parts = args.get("parts", ["peaks", "steps", "compare", "rembg", "default_path"])
     workdir = Path(args.get("workdir", "/tmp/isnet-full-resolution"))
     workdir.mkdir(parents=True, exist_ok=True)
     background_path = _photo(workdir, 12)
@@ -336,6 +337,16 @@ def run(args: dict | None = None) -> dict:
             print(f"| {size} | {medians['ours-png']:.2f} | {medians['ours-jpeg']:.2f} | "
                   f"{medians['reference-png']:.2f} | "
                   f"{medians['ours-png'] / medians['reference-png']:.2f} |")
+    if "rembg" in parts:
+        sizes = args.get("compare_megapixels", [4, 12, 20, 24])
+        found["rembg"] = made = versus_rembg([_photo(workdir, size) for size in sizes],
+                                             args.get("rounds", 3))
+        ours, theirs = made["seconds"]["isnet-wsgi"], made["seconds"]["rembg"]
+        print("\n| MP | isnet-wsgi, s | rembg 2.0.86 (fp32), s | ratio |\n|---|---|---|---|")
+        for size, name in zip(sizes, ours):
+            mine, its = statistics.median(ours[name]), statistics.median(theirs[name])
+            print(f"| {size} | {mine:.2f} | {its:.2f} | {mine / its:.2f} |")
+        print(f"servers' peaks (VmHWM), MB: {made['peaks_mb']}")
     if "default_path" in parts and args.get("before_tree"):
         photos = [PHOTOS / "astronaut.png", PHOTOS / "coffee.png",
                   PHOTOS / "hubble_deep_field.jpg", _photo(workdir, 12)]
