@@ -64,9 +64,11 @@ class Recipe:
     static_op_types: tuple[str, ...] = STATIC_OP_TYPES
     fp32_prefixes: tuple[str, ...] = FP32_PREFIXES
     fp32_nodes: tuple[str, ...] = ()
-    # Median of the per-photo ranges: chosen on the calibration photos' own
-    # scores among max, p90 and median (models/README.md).
-    range_aggregate: str = "median"
+    # The 90th percentile of the per-photo ranges: chosen on the calibration
+    # photos' own scores among max, p90 and median (python -m models.trial,
+    # models/README.md); the median was best on the 18 photos before the
+    # `unsure` ones joined.
+    range_aggregate: str = "p90"
     per_channel: bool = True
     # Weights in [-64, 64]. x86 CPUs without VNNI (AVX2 and AVX-512 alone)
     # multiply uint8 by int8 with an instruction that adds pairs of products
@@ -75,6 +77,9 @@ class Recipe:
     # where the Intel Xeon it was built on gave 9 (0.87). With 7-bit weights
     # no pair can pass 2 x 255 x 64 = 32640, which int16 holds.
     reduce_range: bool = True
+    # "int8" (symmetric) or "uint8" (asymmetric, onnxruntime's U8U8 kernels:
+    # 16-bit pair sums that cannot saturate, so 8 bits on every x86 CPU).
+    weight_type: str = "int8"
     dynamic: bool = True
     uint8_resize: bool = True
     # Resizes whose output side is at most this stay float (0: none do); see resize_in_uint8.
@@ -91,7 +96,8 @@ class Recipe:
                 "nodes": list(self.static_nodes),
                 "op_types": list(self.static_op_types),
                 "activations": "uint8 asymmetric",
-                "weights": "int8 symmetric" + (", 7-bit range" if self.reduce_range else "") + ", "
+                "weights": ("int8 symmetric" if self.weight_type == "int8" else "uint8 asymmetric")
+                + (", 7-bit range" if self.reduce_range else "") + ", "
                 + ("per-channel" if self.per_channel else "per-tensor"),
                 "calibration": "min/max of each tensor inside the subject region (fp32 mask >= "
                 f"{ranges.REGION_THRESHOLD}, dilated by {ranges.REGION_MARGIN:.4f} of the side), "
@@ -164,8 +170,9 @@ def quantize(
         pre, static = Path(tmp) / "pre.onnx", Path(tmp) / "static.onnx"
         preprocess(fp32_path, pre)
         model = onnx.load(pre)
-        nodes = static_nodes(model, recipe)
+        nodes, dynamic = static_nodes(model, recipe), dynamic_nodes(model, recipe)
         tensors = ranges.float_tensors(model, nodes)
+        del model  # 176 MB of weights, not needed while calibrating
         if per_sample is None:
             per_sample = (tensors, ranges.collect(pre, tensors, samples()))
         table = _select(per_sample, tensors)
@@ -181,12 +188,11 @@ def quantize(
             per_channel=recipe.per_channel,
             reduce_range=recipe.reduce_range,
             activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[recipe.weight_type],
             calibrate_method=CalibrationMethod.MinMax,  # the label of our cache
             extra_options=dict(recipe.extra_options),
             calibration_cache_path=cache,
         )
-        dynamic = dynamic_nodes(model, recipe)
         if dynamic:
             quantize_dynamic(
                 str(static),

@@ -146,6 +146,8 @@ def collect(
     options.enable_cpu_mem_arena = False  # memory goes back as tensors are freed
     plain = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     model, sides = _with_reductions(onnx.load(model_path), tensors)
+    serialized = model.SerializeToString()
+    del model  # the session keeps its own copy of the weights
     # PERF: onnxruntime's default order is a depth-first walk back from the
     # graph's leaves, which ran the whole network before any reduction: every
     # activation alive at once, 2.8 GB for one photo, 7.2 GB for the build
@@ -155,8 +157,8 @@ def collect(
     # (and change only the last bits: ranges are rounded to 3 digits).
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    augmented = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    del model
+    augmented = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    del serialized
     input_name = plain.get_inputs()[0].name
     rows = []
     for batch in samples:

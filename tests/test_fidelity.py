@@ -40,31 +40,34 @@ IOU_MARGIN = 0.01
 MAE_MARGIN = 0.002
 # (IoU, MAE) of the shipped model (sha256 in models/isnet-general-tiny.json)
 # per held-out photo, measured by `python -m models.fidelity` against the
-# committed reference masks.
+# committed reference masks (issue 28's model: p90 ranges over 20 calibration photos).
 MEASURED = {
-    "edge-apple.jpg": (0.996, 0.00248),
-    "edge-fruits.jpg": (0.9714, 0.00687),
-    "edge-sweets.jpg": (0.997, 0.00122),
-    "foliage-aloe.jpg": (0.9604, 0.01115),
-    "foliage-butterfly-leaf.jpg": (0.993, 0.00353),
+    "edge-apple.jpg": (0.9968, 0.00374),
+    "edge-fruits.jpg": (0.9713, 0.00835),
+    "edge-sweets.jpg": (0.9928, 0.00129),
+    "foliage-aloe.jpg": (0.9411, 0.01468),
+    "foliage-butterfly-leaf.jpg": (0.9909, 0.00416),
     "foliage-one-flower.jpg": (1.0, 1e-05),
-    "fur-dog.jpg": (0.9977, 0.0051),
-    "fur-squirrel.jpg": (0.9958, 0.0012),
-    "glass-cups.jpg": (0.9839, 0.00799),
-    "illustration-anime.jpg": (0.9509, 0.01119),
-    "illustration-dragon.jpg": (0.9902, 0.00434),
-    "illustration-robot.jpg": (0.9979, 0.00449),
-    "lowcontrast-blocks.jpg": (0.9916, 0.01044),
-    "lowcontrast-dark-notebook.jpg": (0.8676, 0.00275),
-    "lowcontrast-pier-fog.jpg": (0.9881, 0.01706),
-    "people-two-players.jpg": (0.9969, 0.00128),
-    "product-books.jpg": (0.9916, 0.00243),
-    "product-box-in-scene.jpg": (0.9676, 0.00711),
-    "thin-barrier-fence.jpg": (0.9936, 0.0008),
-    "thin-pagoda-trees.jpg": (0.9908, 0.0014),
-    "thin-tower-birds.jpg": (0.905, 0.00105),
-    "vehicle-boats.jpg": (0.979, 0.0028),
-    "vehicle-car-rear.jpg": (0.8395, 0.02134),
+    "fur-dog.jpg": (0.9869, 0.01219),
+    "fur-squirrel.jpg": (0.9935, 0.0024),
+    "glass-cups.jpg": (0.9903, 0.0058),
+    "illustration-anime.jpg": (0.9889, 0.00516),
+    "illustration-dragon.jpg": (0.9879, 0.007),
+    "illustration-robot.jpg": (0.9989, 0.00291),
+    "lowcontrast-blocks.jpg": (0.9713, 0.00534),
+    "lowcontrast-dark-notebook.jpg": (0.8586, 0.0032),
+    "lowcontrast-pier-fog.jpg": (0.9839, 0.01854),
+    "people-two-players.jpg": (0.9969, 0.00147),
+    "product-books.jpg": (0.9917, 0.00262),
+    "product-box-in-scene.jpg": (0.9971, 0.00535),
+    "thin-barrier-fence.jpg": (0.9899, 0.00162),
+    "thin-pagoda-trees.jpg": (0.9926, 0.00149),
+    "thin-tower-birds.jpg": (0.9594, 0.00039),
+    "unsure-cookie-box.jpg": (0.9297, 0.02955),
+    "unsure-pedestrians.jpg": (0.8771, 0.00162),
+    "unsure-sign-tree.jpg": (0.9518, 0.01815),
+    "vehicle-boats.jpg": (0.9829, 0.00282),
+    "vehicle-car-rear.jpg": (0.8708, 0.02039),
 }
 # Regenerated from the fp32 model in the test: the worst photo, fur, an illustration.
 REGENERATED = ("lowcontrast-dark-notebook.jpg", "fur-dog.jpg", "illustration-anime.jpg")
@@ -136,6 +139,14 @@ def test_held_out_and_calibration_photos_share_no_photo():
             theirs = _thumbnail(other)
             for variant in (theirs, theirs[:, ::-1], theirs[::-1, :]):
                 assert np.abs(thumbnail - variant).mean() > 8, (held_out.name, other.name)
+
+
+def test_the_unsure_category_is_on_both_sides():
+    """Scenes where the fp32 mask itself is grey over large areas (issue 28):
+    held out and calibrated on, never the same photo (checked above)."""
+    held_out = [p for p in HELD_OUT if fidelity.category(p) == "unsure"]
+    calibration = [p for p in photos(HARDSET_CALIBRATION_DIR) if fidelity.category(p) == "unsure"]
+    assert len(held_out) >= 2 and len(calibration) >= 1 and len(held_out) + len(calibration) >= 3
 
 
 def test_reference_is_rembgs_arithmetic():

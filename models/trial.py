@@ -1,0 +1,101 @@
+"""Score recipes on the calibration photos only: `python -m models.trial [NAME ...]`.
+
+The choice of a recipe is made here, on the photos the build calibrates on,
+so that the held-out photos stay a measurement (`--held-out` scores the
+named recipes there too, once chosen). Each recipe is quantised from one
+collection of calibration ranges (cached by the photos' and ranges.py's
+digests), its masks made by the service's own path (fidelity.service_pipeline)
+and compared with the fp32 model's masks made the same way (reference.py).
+Not part of `make test`: about a minute a recipe on 2 cores, plus the one
+collection (two runs per photo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from models import calibrate, fidelity, quantize, ranges, reference, source
+from models.fp32 import fp32_model_path
+from models.manifest import (
+    HELD_OUT_DIR,
+    MODELS_DIR,
+    calibration_digests,
+    calibration_photos,
+    photos,
+    variant_manifest,
+)
+
+RECIPES = {
+    "shipped": quantize.Recipe(),
+    "8-bit int8 weights (saturates without VNNI)": quantize.Recipe(reduce_range=False),
+    "8-bit uint8 weights (U8U8)": quantize.Recipe(reduce_range=False, weight_type="uint8"),
+    "7-bit uint8 weights": quantize.Recipe(weight_type="uint8"),
+    "max over photos": quantize.Recipe(range_aggregate="max"),
+    "90th percentile over photos": quantize.Recipe(range_aggregate="p90"),
+}
+
+
+def collection(folder: Path) -> tuple[list[str], np.ndarray]:
+    """Every static tensor's per-photo ranges on the calibration photos."""
+    pre = folder / "trial-pre.onnx"
+    if not pre.is_file():
+        quantize.preprocess(fp32_model_path(), pre)
+    model = onnx.load(pre)
+    tensors = ranges.float_tensors(model, quantize.static_nodes(model, quantize.Recipe()))
+    del model
+    key = hashlib.sha256(json.dumps([calibration_digests(), source.sha256_file(MODELS_DIR / "ranges.py"),
+                                     tensors]).encode()).hexdigest()[:16]
+    cached = folder / f"trial-ranges-{key}.npy"
+    if not cached.is_file():
+        np.save(cached, ranges.collect(pre, tensors, calibrate.calibration_inputs()))
+    return tensors, np.load(cached)
+
+
+def fp32_masks(photos: list[Path]) -> dict[str, object]:
+    session = reference.fp32_session()
+    return {photo.name: reference.reference_mask(session, fidelity.load_photo(photo)) for photo in photos}
+
+
+def score(model_path: Path, manifest: dict, photos: list[Path], wanted: dict) -> dict:
+    pipeline = fidelity.service_pipeline(model_path, manifest)
+    rows = {photo.name: fidelity.score(pipeline.mask(fidelity.load_photo(photo)), wanted[photo.name])
+            for photo in photos}
+    return {"photos": rows, **fidelity.summary(rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.trial", description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="*", help=f"names from: {', '.join(RECIPES)}")
+    parser.add_argument("--held-out", action="store_true", help="score on the held-out photos as well")
+    args = parser.parse_args(argv)
+    folder = source.cache_dir()
+    per_sample = collection(folder)
+    sets = {"calibration": calibration_photos()}
+    if args.held_out:
+        sets["held-out"] = photos(HELD_OUT_DIR)
+    wanted = {name: fp32_masks(group) if name == "calibration" else
+              {photo.name: fidelity.load_reference(photo) for photo in group} for name, group in sets.items()}
+    results = {}
+    for name in args.recipes or RECIPES:
+        out = folder / f"trial-{list(RECIPES).index(name)}.onnx"
+        facts = quantize.quantize(fp32_model_path(), out, lambda: iter(()), RECIPES[name], per_sample)
+        manifest = variant_manifest(out, facts["input_quantisation"])
+        results[name] = {"sha256": manifest["sha256"], **{
+            set_name: score(out, manifest, group, wanted[set_name]) for set_name, group in sets.items()}}
+        for set_name in sets:
+            s = results[name][set_name]
+            print(f"| {name} | {set_name} | {s['iou_min']:.4f} | {s['iou_median']:.4f} | {s['mae_max']:.4f} "
+                  f"| {s['mae_median']:.4f} | {s['on_target']}/{len(s['photos'])} | {s['worst_photo']} |", flush=True)
+    (folder / "trial-result.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
