@@ -41,6 +41,16 @@ RECIPES = {
     "90th percentile over photos": quantize.Recipe(range_aggregate="p90"),
 }
 
+# Per-stage sensitivity (--stages): one group of nodes quantised, the rest fp32.
+STAGES = {
+    "stem + stage1 (512 px)": ("/conv_in/", "/pool_in/", "/stage1/"),
+    "stage2 (256)": ("/stage2/", "/pool12/"), "stage3 (128)": ("/stage3/", "/pool23/"),
+    "stage4 (64)": ("/stage4/", "/pool34/"), "stage5 (32)": ("/stage5/", "/pool45/"),
+    "stage6 (16)": ("/stage6/", "/pool56/"), "stage5d (32)": ("/stage5d/",), "stage4d (64)": ("/stage4d/",),
+    "stage3d (128)": ("/stage3d/",), "stage2d (256)": ("/stage2d/",), "stage1d (512)": ("/stage1d/",),
+    "junctions (Concat, Resize)": ("/Concat", "/Resize"),
+}
+
 
 def collection(folder: Path) -> tuple[list[str], np.ndarray]:
     """Every static tensor's per-photo ranges on the calibration photos."""
@@ -74,9 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.trial", description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="*", help=f"names from: {', '.join(RECIPES)}")
     parser.add_argument("--held-out", action="store_true", help="score on the held-out photos as well")
+    parser.add_argument("--stages", action="store_true",
+                        help="rank stages instead: each alone quantised, on every other calibration photo")
     args = parser.parse_args(argv)
     folder = source.cache_dir()
     per_sample = collection(folder)
+    if args.stages:
+        return rank_stages(folder, per_sample)
     sets = {"calibration": calibration_photos()}
     if args.held_out:
         sets["held-out"] = photos(HELD_OUT_DIR)
@@ -94,6 +108,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {set_name} | {s['iou_min']:.4f} | {s['iou_median']:.4f} | {s['mae_max']:.4f} "
                   f"| {s['mae_median']:.4f} | {s['on_target']}/{len(s['photos'])} | {s['worst_photo']} |", flush=True)
     (folder / "trial-result.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def rank_stages(folder: Path, per_sample: tuple[list[str], np.ndarray]) -> int:
+    """Mean IoU and MAE against fp32 with one stage quantised (shipped
+    rules, p90 ranges), the rest fp32: the stages that cost most first."""
+    photos_used = calibration_photos()[::2]
+    wanted = fp32_masks(photos_used)
+    out, rows = folder / "trial-stage.onnx", {}
+    for name, prefixes in STAGES.items():
+        recipe = quantize.Recipe(static_prefixes=prefixes, dynamic=False)
+        facts = quantize.quantize(fp32_model_path(), out, lambda: iter(()), recipe, per_sample)
+        result = score(out, variant_manifest(out, facts["input_quantisation"]), photos_used, wanted)
+        rows[name] = {"iou_mean": round(float(np.mean([r["iou"] for r in result["photos"].values()])), 4),
+                      "mae_mean": round(float(np.mean([r["mae"] for r in result["photos"].values()])), 5),
+                      "iou_min": result["iou_min"], "mae_max": result["mae_max"]}
+    for name, row in sorted(rows.items(), key=lambda item: item[1]["mae_mean"], reverse=True):
+        print(f"| {name} | {row['iou_mean']:.4f} | {row['iou_min']:.4f} | {row['mae_mean']:.5f} | {row['mae_max']:.4f} |")
+    (folder / "trial-stages.json").write_text(json.dumps(rows, indent=1))
     return 0
 
 
