@@ -1,5 +1,6 @@
 """Metrics in Prometheus format, JSON request logs, request ids, the memory guard."""
 
+import dataclasses
 import io
 import json
 
@@ -15,9 +16,16 @@ from tests.helpers import make_settings, photo_bytes
 
 @pytest.fixture
 def logged(service):
-    """A service sharing the started model, writing its logs to a buffer."""
+    """A service sharing the started model, writing its logs to a buffer.
+
+    Its memory guard's limit is far above the test process: this process is
+    the whole test session (earlier tests' full-resolution images included),
+    not a worker, and a guard's warning would be a second log line the
+    request did not cause. The guard has tests of its own, below.
+    """
     log = io.StringIO()
-    return webtest.TestApp(Service(service.settings, service.segmenter, log=log)), log
+    settings = dataclasses.replace(service.settings, memory_limit_mb=1_000_000)
+    return webtest.TestApp(Service(settings, service.segmenter, log=log)), log
 
 
 def families(text: str) -> dict:
