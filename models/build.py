@@ -61,11 +61,24 @@ def is_up_to_date(manifest: dict, key: str, model_path: Path = MODEL_PATH) -> bo
     return source.sha256_file(model_path) == manifest.get("sha256")
 
 
-def quantised_file(src: source.Source, cache: Path, recipe: quantize.Recipe, folder: Path) -> tuple[Path, dict]:
+def quantised_file(src: source.Source, cache: Path, recipe: quantize.Recipe, folder: Path,
+                   progress: bool = False) -> tuple[Path, dict]:
     """Quantise `src` into `folder`; returns the file and the build's facts."""
     built = folder / MODEL_PATH.name
-    facts = quantize.quantize(fp32_reference(src, cache), built, lambda: calibrate.calibration_inputs(), recipe)
+    inputs = _reported(calibrate.calibration_inputs) if progress else calibrate.calibration_inputs
+    facts = quantize.quantize(fp32_reference(src, cache), built, inputs, recipe)
     return built, facts
+
+
+def _reported(calibration_inputs):
+    """The calibration inputs, a line printed as each photo goes through: the
+    build's minutes are these passes, and a new user should see them move."""
+    def inputs():
+        total = len(calibration_digests())
+        for number, tensor in enumerate(calibration_inputs(), 1):
+            print(f"  calibration photo {number} of {total}", flush=True)
+            yield tensor
+    return inputs
 
 
 def build(src: source.Source, cache: Path, recipe: quantize.Recipe, force: bool = False) -> dict:
@@ -79,7 +92,7 @@ def build(src: source.Source, cache: Path, recipe: quantize.Recipe, force: bool 
     print(f"building models/{MODEL_PATH.name}: {len(calibration_digests())} calibration photos, "
           "two runs each, then quantisation (a few minutes)", flush=True)
     with tempfile.TemporaryDirectory(prefix="isnet-build-", dir=cache) as tmp:
-        built, facts = quantised_file(src, cache, recipe, Path(tmp))
+        built, facts = quantised_file(src, cache, recipe, Path(tmp), progress=True)
         manifest = make_manifest(src, recipe.describe(), built, key, facts)
         source.copy_atomic(built, MODEL_PATH)
     _carry_over_measurements(previous, manifest)
