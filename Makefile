@@ -81,6 +81,7 @@ test: model dev-setup browser nginx removebg-client
 # bench/README.md: the sections; `python -m bench SECTION --help`.
 bench: model dev-setup
 	$(PY) -m bench all
+	$(PY) -m bench slow-clients
 
 # The Dockerfile, both stages, built with buildah (no Docker daemon) on a local
 # Debian bookworm base; then the image run and checked (deploy/README.md).

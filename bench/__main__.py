@@ -78,7 +78,7 @@ def parse(argv):
     common.add_argument("--model", type=Path, default=modelfile.default_model(),
                         help="ONNX file to measure (default: the service's model)")
     sections = parser.add_subparsers(dest="section", required=True, metavar="SECTION")
-    for name, help_text in (("all", "frontier, side-by-side and overhead (make bench)"),
+    for name, help_text in (("all", "frontier, side-by-side and overhead (make bench, then slow-clients)"),
                             ("frontier", "the live points, bare sessions, interleaved"),
                             ("side-by-side", "our service against rembg's server"),
                             ("overhead", "the service against a bare session")):
