@@ -111,6 +111,10 @@ print((memory.peak_rss_mb() - before) / 4)  # MiB of the raw 4 MiB image
 
 def test_the_encoder_copies_the_compressed_bytes_once():
     # The pixels' bytes, their filtered rows and the pieces deflated from
-    # them, then the file in one join: 2.08x the raw image here. Building the
-    # zlib stream and the IDAT chunk whole on the way made it 2.45-2.48x.
-    assert float(small_page_child(_FIRST_ENCODE_CHILD)) < 2.3
+    # them, then the file in one join. Building the zlib stream and the IDAT
+    # chunk whole on the way (b401067's parent) is the regression guarded:
+    #   AMD EPYC, AVX2 (2026-12-03):    2.08x the raw image; the regression 2.45-2.48x
+    #   Intel Xeon, AVX-512 (2026-12-07): 2.275-2.325x;       the regression 2.70x
+    # (how far the two threads' filtered rows overlap moves the first figure).
+    # The bound sits between the two on both machines.
+    assert float(small_page_child(_FIRST_ENCODE_CHILD)) < 2.4
