@@ -28,6 +28,9 @@ WORKDIR /src
 COPY requirements.txt requirements-build.txt ./
 RUN pip install -r requirements-build.txt
 
+# The build uses the service's own model input and mask (isnet_wsgi/model/),
+# so the model it checks is the one the service runs.
+COPY isnet_wsgi/ isnet_wsgi/
 COPY models/ models/
 # Fails the build if either file is missing or empty, not the first request.
 RUN python -m models.build \
