@@ -28,12 +28,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.harness import malloc_env
+
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT / "tests" / "data"
 # The photo sizes of phones' cameras, 3:2 (width, height).
 SIZES_BY_MEGAPIXELS = {1: (1224, 816), 4: (2448, 1632), 12: (4240, 2832), 20: (5472, 3648),
                        24: (6000, 4000), 25: (6120, 4080)}
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
 # (endpoint, options, output format) of each answer measured.
 CASES = {
     "remove-png": ("remove", {}, "PNG"),
@@ -291,8 +292,11 @@ def versus_rembg(photo_paths: list[Path], rounds: int = 2,
 
 
 def _child_env(arena_mb: int) -> dict:
-    env = {name: value for name, value in os.environ.items() if name != "GLIBC_TUNABLES"}
-    env.update(MALLOC_ENV, MAX_DIMENSION="8192", MAX_UPLOAD_MB="25", CACHE_MB="0",
+    """make run's malloc settings (malloc.env) without huge pages, so each
+    step's VmHWM counts the 4 KiB pages it touched, not 2 MiB at a time."""
+    env = {**os.environ, **malloc_env()}
+    del env["GLIBC_TUNABLES"]
+    env.update(MAX_DIMENSION="8192", MAX_UPLOAD_MB="25", CACHE_MB="0",
                ORT_ARENA_MB=str(arena_mb), PYTHONPATH=str(ROOT))
     return env
 
