@@ -17,7 +17,7 @@ export $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' malloc.env)
 # onnxruntime must not phone home.
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup dev-setup model browser nginx removebg-client run test bench clean image image-test
+.PHONY: setup dev-setup model browser nginx removebg-client run test fuzz bench clean image image-test
 
 # What running needs: the service's dependencies and the model build's `onnx`
 # (requirements-build.txt). The test tools come with `make test` only.
@@ -77,6 +77,17 @@ $(VENV)/removebg-client/.installed: $(REMOVEBG_CLIENT)/package.json $(REMOVEBG_C
 
 test: model dev-setup browser nginx removebg-client
 	$(PY) -m pytest
+
+# `make test` draws the same examples every run; this draws fresh ones: the
+# property tests, then the OpenAPI contract test FUZZ_RUNS times, each seed
+# printed for replay (CONTRACT_SEED=SEED).
+FUZZ_RUNS ?= 5
+fuzz: model dev-setup
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_color_properties.py \
+		tests/test_multipart_properties.py tests/test_png.py
+	for run in $$(seq $(FUZZ_RUNS)); do \
+		CONTRACT_SEED=random $(PY) -m pytest -q -s tests/system/test_openapi_contract.py || exit 1; \
+	done
 
 # bench/README.md: the sections; `python -m bench SECTION --help`.
 bench: model dev-setup

@@ -6,6 +6,7 @@ import os
 import signal
 import uuid
 
+import hypothesis
 import pytest
 import webtest
 
@@ -13,6 +14,12 @@ from isnet_wsgi.config import Settings
 from isnet_wsgi.service import Service, create_app
 from tests import processes
 from tests.helpers import make_settings
+
+# `make test` judges the code, not the dice: the property tests draw the same
+# examples every run. `make fuzz` draws fresh ones (HYPOTHESIS_PROFILE=fuzz).
+hypothesis.settings.register_profile("repeatable", derandomize=True, database=None)
+hypothesis.settings.register_profile("fuzz", derandomize=False)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,8 +2,11 @@
 wrote, generates requests from it (valid and invalid) against real gunicorn
 and runs every check it has on the answers.
 
-Bounded (EXAMPLES per operation) with a fresh seed each run, printed, so a
-failure can be replayed: ``CONTRACT_SEED=SEED pytest tests/system/test_openapi_contract.py``.
+Bounded (EXAMPLES per operation), with a fixed seed, so that `make test`
+judges the service and not the dice: a fresh seed each run turned CI red on
+a schemathesis false positive no one had seen (seed 3057913041). To explore,
+``make fuzz`` runs fresh seeds, each printed; replay one with
+``CONTRACT_SEED=SEED pytest tests/system/test_openapi_contract.py``.
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ ST = Path(sys.executable).with_name("st")
 # NOTE: each valid upload is a model run; 40 keeps the whole run near 90 s
 # on 2 busy cores (docs/removebg.md).
 EXAMPLES = 40
+# The seed `make test` runs: one that found a false positive once, so its
+# run also holds the hooks' filter to it.
+SEED = 3057913041
 # Well above a run's time; a hang fails, it never blocks the suite.
 TIMEOUT_S = 400
 
 
 def test_every_check_passes_on_every_operation(tmp_path):
-    seed = int(os.environ.get("CONTRACT_SEED") or random.randrange(2**32))
+    chosen = os.environ.get("CONTRACT_SEED") or str(SEED)
+    seed = random.randrange(2**32) if chosen == "random" else int(chosen)
     print(f"schemathesis seed: {seed}")
     with running_gunicorn(tmp_path) as server:
         result = run([str(ST), "run", f"http://127.0.0.1:{server.port}/openapi.json",
