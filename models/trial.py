@@ -20,8 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
-from models import calibrate, fidelity, quantize, ranges, reference, source
+from models import (
+    biascorrect,
+    calibrate,
+    fidelity,
+    quantize,
+    ranges,
+    reference,
+    rounding,
+    source,
+)
 from models.fp32 import fp32_model_path
 from models.manifest import (
     HELD_OUT_DIR,
@@ -40,6 +50,18 @@ RECIPES = {
     "max over photos": quantize.Recipe(range_aggregate="max"),
     "90th percentile over photos": quantize.Recipe(range_aggregate="p90"),
 }
+# The shipped recipe with each weight channel's scale chosen by its rounding
+# error (rounding.py), the range clipped to no less than this of max|w|.
+WEIGHT_CLIPPING = {f"weight ranges clipped to >= {floor} of max|w|": floor for floor in (0.3, 0.5, 0.7, 0.8)}
+# The shipped recipe with these stages left float, their Convs on 8-bit
+# weights (int8_weights). Over the memory and time limits: onnxruntime folds
+# the weights into fp32 at session start (models/README.md, the frontier).
+FLOAT_STAGES = {
+    "stage 6 float, 8-bit weights": ("/stage6/",),
+    "stages 5, 6, 5d float, 8-bit weights": ("/stage5/", "/stage6/", "/stage5d/"),
+    "stages 4, 5, 6, 5d, 4d float, 8-bit weights": ("/stage4/", "/stage5/", "/stage6/", "/stage5d/", "/stage4d/"),
+}
+ALL = [*RECIPES, *FLOAT_STAGES, *WEIGHT_CLIPPING]
 
 # Per-stage sensitivity (--stages): one group of nodes quantised, the rest fp32.
 STAGES = {
@@ -50,6 +72,52 @@ STAGES = {
     "stage3d (128)": ("/stage3d/",), "stage2d (256)": ("/stage2d/",), "stage1d (512)": ("/stage1d/",),
     "junctions (Concat, Resize)": ("/Concat", "/Resize"),
 }
+
+
+def int8_weights(model: onnx.ModelProto, prefixes: tuple[str, ...]) -> int:
+    """Store the fp32 weights of the Convs named under `prefixes` as 8-bit
+    int8, per output channel (symmetric, [-127, 127]), behind a
+    DequantizeLinear: the Conv itself stays float, so no CPU's integer
+    kernel can saturate on the full 8 bits. Returns how many were stored."""
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    stored = 0
+    for node in list(graph.node):
+        weight = weights.get(node.input[1]) if node.op_type == "Conv" else None
+        if weight is None or not node.name.startswith(prefixes) or weight.data_type != onnx.TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(weight)
+        scale = np.abs(values).reshape(len(values), -1).max(axis=1) / 127
+        scale = np.where(scale > 0, scale, 1).astype(np.float32)
+        integers = np.clip(np.rint(values / scale.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
+        names = [f"{weight.name}_int8", f"{weight.name}_int8_scale", f"{weight.name}_int8_zero"]
+        graph.initializer.extend([numpy_helper.from_array(integers, names[0]),
+                                  numpy_helper.from_array(scale, names[1]),
+                                  numpy_helper.from_array(np.zeros(len(values), np.int8), names[2])])
+        graph.initializer.remove(weight)
+        dequantised = f"{weight.name}_int8_dequantised"
+        graph.node.insert(list(graph.node).index(node), helper.make_node(
+            "DequantizeLinear", names, [dequantised], name=f"{node.name}_weight_dequantise", axis=0))
+        node.input[1] = dequantised
+        stored += 1
+    return stored
+
+
+def build(name: str, out: Path, folder: Path, per_sample: tuple[list[str], np.ndarray]) -> dict:
+    """The named recipe (RECIPES, FLOAT_STAGES or WEIGHT_CLIPPING) quantised to `out`; its facts."""
+    if name in RECIPES:
+        return quantize.quantize(fp32_model_path(), out, lambda: iter(()), RECIPES[name], per_sample)
+    pre = onnx.load(folder / "trial-pre.onnx")
+    prefixes = FLOAT_STAGES.get(name, ())
+    recipe = quantize.Recipe(fp32_nodes=tuple(n.name for n in pre.graph.node if n.name.startswith(prefixes)))
+    facts = quantize.quantize(fp32_model_path(), out, lambda: iter(()), recipe, per_sample)
+    model = onnx.load(out)
+    if name in FLOAT_STAGES:
+        int8_weights(model, prefixes)
+    else:
+        rounding.rescale_weights(model, pre, WEIGHT_CLIPPING[name])
+    onnx.save(model, out)
+    return facts
 
 
 def collection(folder: Path) -> tuple[list[str], np.ndarray]:
@@ -82,8 +150,12 @@ def score(model_path: Path, manifest: dict, photos: list[Path], wanted: dict) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.trial", description=__doc__.splitlines()[0])
-    parser.add_argument("recipes", nargs="*", help=f"names from: {', '.join(RECIPES)}")
+    parser.add_argument("recipes", nargs="*", help=f"names from: {', '.join(ALL)}"
+                                                      " (default: RECIPES)")
     parser.add_argument("--held-out", action="store_true", help="score on the held-out photos as well")
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="also score each recipe with its biases corrected (biascorrect.py) on "
+                             "every other calibration photo")
     parser.add_argument("--stages", action="store_true",
                         help="rank stages instead: each alone quantised, on every other calibration photo")
     args = parser.parse_args(argv)
@@ -98,15 +170,23 @@ def main(argv: list[str] | None = None) -> int:
               {photo.name: fidelity.load_reference(photo) for photo in group} for name, group in sets.items()}
     results = {}
     for name in args.recipes or RECIPES:
-        out = folder / f"trial-{list(RECIPES).index(name)}.onnx"
-        facts = quantize.quantize(fp32_model_path(), out, lambda: iter(()), RECIPES[name], per_sample)
-        manifest = variant_manifest(out, facts["input_quantisation"])
-        results[name] = {"sha256": manifest["sha256"], **{
-            set_name: score(out, manifest, group, wanted[set_name]) for set_name, group in sets.items()}}
-        for set_name in sets:
-            s = results[name][set_name]
-            print(f"| {name} | {set_name} | {s['iou_min']:.4f} | {s['iou_median']:.4f} | {s['mae_max']:.4f} "
-                  f"| {s['mae_median']:.4f} | {s['on_target']}/{len(s['photos'])} | {s['worst_photo']} |", flush=True)
+        out = folder / f"trial-{ALL.index(name)}.onnx"
+        facts = build(name, out, folder, per_sample)
+        variants = {name: out}
+        if args.bias_correction:
+            corrected = out.with_name(f"{out.stem}-bias-corrected.onnx")
+            biascorrect.corrected_copy(out, corrected, folder / "trial-pre.onnx",
+                                       lambda: calibrate.calibration_inputs(calibration_photos()[::2]))
+            variants[f"{name}, biases corrected"] = corrected
+        for label, path in variants.items():
+            manifest = variant_manifest(path, facts["input_quantisation"])
+            results[label] = {"sha256": manifest["sha256"], **{
+                set_name: score(path, manifest, group, wanted[set_name]) for set_name, group in sets.items()}}
+            for set_name in sets:
+                s = results[label][set_name]
+                print(f"| {label} | {set_name} | {s['iou_min']:.4f} | {s['iou_median']:.4f} | {s['mae_max']:.4f} "
+                      f"| {s['mae_median']:.4f} | {s['on_target']}/{len(s['photos'])} | {s['worst_photo']} |",
+                      flush=True)
     (folder / "trial-result.json").write_text(json.dumps(results, indent=1))
     return 0
 
