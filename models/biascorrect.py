@@ -29,12 +29,12 @@ from onnx import numpy_helper
 from models import quantize
 
 
-def _stage(node_name: str) -> str:
+def stage_of(node_name: str) -> str:
     """'/stage1/rebnconv1/conv_s1/Conv' -> '/stage1/'."""
     return "/" + node_name.split("/")[1] + "/"
 
 
-def _session(model: onnx.ModelProto, outputs: list[str], threads: int) -> ort.InferenceSession:
+def session_with_outputs(model: onnx.ModelProto, outputs: list[str], threads: int) -> ort.InferenceSession:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     known = {value.name for value in model.graph.output}
     for name in outputs:
@@ -59,7 +59,7 @@ def quantised_convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 SUBSAMPLE = 7
 
 
-def _clip_range(model: onnx.ModelProto, tensor: str) -> tuple[float, float]:
+def clip_range(model: onnx.ModelProto, tensor: str) -> tuple[float, float]:
     """The float range the QuantizeLinear reading `tensor` keeps (its ReLU folded in)."""
     initializers = {t.name: t for t in model.graph.initializer}
     quantise = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
@@ -113,13 +113,13 @@ def correct(quantised: onnx.ModelProto, fp32_path: Path,
     initializers = {tensor.name: tensor for tensor in quantised.graph.initializer}
     stages: dict[str, list[onnx.NodeProto]] = {}
     for node in convs:
-        stages.setdefault(_stage(node.name), []).append(node)
+        stages.setdefault(stage_of(node.name), []).append(node)
     changes = {}
     for group in stages.values():
-        pairs = [(fp32_output[node.name], node.output[0], _clip_range(quantised, node.output[0]))
+        pairs = [(fp32_output[node.name], node.output[0], clip_range(quantised, node.output[0]))
                  for node in group]
-        shifts = _shifts(_session(fp32, [a for a, _, _ in pairs], threads),
-                         _session(quantised, [b for _, b, _ in pairs], threads), pairs, inputs())
+        shifts = _shifts(session_with_outputs(fp32, [a for a, _, _ in pairs], threads),
+                         session_with_outputs(quantised, [b for _, b, _ in pairs], threads), pairs, inputs())
         for node, shift in zip(group, shifts):
             dq = producer[node.input[2]]
             bias, scale = initializers[dq.input[0]], initializers[dq.input[1]]

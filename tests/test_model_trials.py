@@ -1,6 +1,6 @@
 """The exploration tools behind models/README.md's round-2 rows (bias
-correction, float stages on 8-bit weights, weight scales by rounding error):
-their arithmetic, on small inputs. The trials themselves take minutes:
+correction, float stages on 8-bit weights, weight scales by rounding error,
+activation SNR): their arithmetic, on small inputs. The trials themselves take minutes:
 python -m models.trial."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from onnxruntime.quantization import (
 
 from models.biascorrect import matching_shift
 from models.rounding import CLIP_FLOOR, least_error_scales, rescale_weights
+from models.sensitivity import activation_snr
 from models.trial import int8_weights
 
 
@@ -145,3 +146,26 @@ def test_a_quantised_conv_is_requantised_in_range_with_its_bias_scale(tmp_path):
     # Still the same convolution, to within the grid's steps.
     assert np.abs(after - wanted).max() < 0.1 * np.abs(wanted).max()
     assert np.abs(before - wanted).max() < 0.1 * np.abs(wanted).max()
+
+
+def _quantised_pair(tmp_path, weight: np.ndarray, bias: np.ndarray, inputs: list[np.ndarray]):
+    onnx.save(_conv_model(weight, bias), tmp_path / "fp32.onnx")
+    quantize_static(str(tmp_path / "fp32.onnx"), str(tmp_path / "q.onnx"), _Photos(inputs),
+                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return tmp_path / "fp32.onnx", tmp_path / "q.onnx"
+
+
+def test_activation_snr_is_high_for_a_faithful_model_and_falls_with_its_error(tmp_path):
+    rng = np.random.default_rng(9)
+    weight = rng.normal(0, 0.1, size=(4, 8, 3, 3)).astype(np.float32)
+    inputs = [rng.uniform(0, 1, size=(1, 8, 8, 8)).astype(np.float32) for _ in range(3)]
+    fp32, quantised = _quantised_pair(tmp_path, weight, np.zeros(4, np.float32), inputs)
+    [row] = activation_snr(quantised, fp32, inputs, threads=1)
+    assert row["node"] == "/stage6/conv/Conv" and row["stage"] == "/stage6/"
+    assert 25 < row["snr_db"] < 80  # uint8 activations: close, not exact
+    # The same quantised model against an fp32 model whose weights differ.
+    onnx.save(_conv_model(weight * 1.1, np.zeros(4, np.float32)), tmp_path / "other.onnx")
+    [worse] = activation_snr(quantised, tmp_path / "other.onnx", inputs, threads=1)
+    assert worse["snr_db"] < row["snr_db"] - 5
+
