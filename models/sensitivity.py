@@ -66,10 +66,12 @@ def activation_snr(model_path: Path, fp32_path: Path, inputs: Iterable[np.ndarra
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.sensitivity", description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", type=Path, default=MODEL_PATH)
+    parser.add_argument("--fp32", type=Path, help="the fp32 graph it was quantised from "
+                        "(default: the build's, pre-processed by models.trial)")
     parser.add_argument("--worst", type=int, default=15, help="how many of the lowest to list")
     args = parser.parse_args(argv)
     folder = source.cache_dir()
-    rows = activation_snr(args.model, folder / "trial-pre.onnx")
+    rows = activation_snr(args.model, args.fp32 or folder / "trial-pre.onnx")
     print("| Conv | SNR, dB |\n|---|---|")
     for row in sorted(rows, key=lambda row: row["snr_db"])[:args.worst]:
         print(f"| `{row['node']}` | {row['snr_db']:.1f} |")

@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 from models import (
     biascorrect,
     calibrate,
+    equalise,
     fidelity,
     quantize,
     ranges,
@@ -61,7 +62,10 @@ FLOAT_STAGES = {
     "stages 5, 6, 5d float, 8-bit weights": ("/stage5/", "/stage6/", "/stage5d/"),
     "stages 4, 5, 6, 5d, 4d float, 8-bit weights": ("/stage4/", "/stage5/", "/stage6/", "/stage5d/", "/stage4d/"),
 }
-ALL = [*RECIPES, *FLOAT_STAGES, *WEIGHT_CLIPPING]
+# The shipped recipe on an fp32 graph whose RSU Concats get equal ranges
+# (equalise.py), calibrated afresh.
+EQUALISED = "Concat branches equalised"
+ALL = [*RECIPES, *FLOAT_STAGES, *WEIGHT_CLIPPING, EQUALISED]
 
 # Per-stage sensitivity (--stages): one group of nodes quantised, the rest fp32.
 STAGES = {
@@ -104,10 +108,18 @@ def int8_weights(model: onnx.ModelProto, prefixes: tuple[str, ...]) -> int:
 
 
 def build(name: str, out: Path, folder: Path, per_sample: tuple[list[str], np.ndarray]) -> dict:
-    """The named recipe (RECIPES, FLOAT_STAGES or WEIGHT_CLIPPING) quantised to `out`; its facts."""
+    """The named recipe (RECIPES, FLOAT_STAGES, WEIGHT_CLIPPING or EQUALISED) quantised to `out`; its facts."""
     if name in RECIPES:
         return quantize.quantize(fp32_model_path(), out, lambda: iter(()), RECIPES[name], per_sample)
     pre = onnx.load(folder / "trial-pre.onnx")
+    if name == EQUALISED:
+        tensors, table = per_sample
+        highs = dict(zip(tensors, ranges.aggregate(table, quantize.Recipe().range_aggregate)[:, 1]))
+        for change in equalise.equalise_concats(pre, highs):
+            print(f"  {change['concat']}: {change['conv']} x {change['factor']}", flush=True)
+        equalised = folder / "trial-pre-equalised.onnx"
+        onnx.save(pre, equalised)
+        return quantize.quantize(equalised, out, calibrate.calibration_inputs, quantize.Recipe())
     prefixes = FLOAT_STAGES.get(name, ())
     recipe = quantize.Recipe(fp32_nodes=tuple(n.name for n in pre.graph.node if n.name.startswith(prefixes)))
     facts = quantize.quantize(fp32_model_path(), out, lambda: iter(()), recipe, per_sample)

@@ -17,6 +17,7 @@ from onnxruntime.quantization import (
 )
 
 from models.biascorrect import matching_shift
+from models.equalise import equalise_concats
 from models.rounding import CLIP_FLOOR, least_error_scales, rescale_weights
 from models.sensitivity import activation_snr
 from models.trial import int8_weights
@@ -168,4 +169,51 @@ def test_activation_snr_is_high_for_a_faithful_model_and_falls_with_its_error(tm
     onnx.save(_conv_model(weight * 1.1, np.zeros(4, np.float32)), tmp_path / "other.onnx")
     [worse] = activation_snr(quantised, tmp_path / "other.onnx", inputs, threads=1)
     assert worse["snr_db"] < row["snr_db"] - 5
+
+
+def _rsu_junction(rng) -> onnx.ModelProto:
+    """x -> encoder Conv+ReLU (also read by another Conv) and decoder
+    Conv+ReLU -> Resize -> Concat(decoder, encoder) -> Conv: an RSU decoder step."""
+    def conv(name, inputs, out_channels, in_channels, scale):
+        weight = (rng.normal(size=(out_channels, in_channels, 1, 1)) * scale).astype(np.float32)
+        return (helper.make_node("Conv", [inputs, f"{name}_w", f"{name}_b"], [f"{name}_y"], name=name),
+                [numpy_helper.from_array(weight, f"{name}_w"),
+                 numpy_helper.from_array(rng.normal(size=out_channels).astype(np.float32), f"{name}_b")])
+    nodes, weights = [], []
+    for name, inputs, out_channels, in_channels, scale in [
+            ("/stage5/enc/Conv", "x", 3, 2, 5.0), ("/stage5/dec/Conv", "x", 2, 2, 0.5)]:
+        node, values = conv(name, inputs, out_channels, in_channels, scale)
+        nodes += [node, helper.make_node("Relu", [f"{name}_y"], [f"{name}_r"])]
+        weights += values
+    nodes.append(helper.make_node("Resize", ["/stage5/dec/Conv_r", "", "scales"], ["up"], mode="linear"))
+    weights.append(numpy_helper.from_array(np.array([1, 1, 1, 1], np.float32), "scales"))
+    nodes.append(helper.make_node("Concat", ["up", "/stage5/enc/Conv_r"], ["joined"], axis=1, name="/stage5/Concat"))
+    for name, inputs, in_channels in [("/stage5/reader/Conv", "joined", 5), ("/stage5/next/Conv", "/stage5/enc/Conv_r", 3)]:
+        node, values = conv(name, inputs, 2, in_channels, 1.0)
+        nodes.append(node)
+        weights += values
+    graph = helper.make_graph(nodes, "rsu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+                               for name in ("/stage5/reader/Conv_y", "/stage5/next/Conv_y")], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_equalised_concats_keep_the_function_and_give_both_branches_one_range():
+    rng = np.random.default_rng(10)
+    model = _rsu_junction(rng)
+    x = rng.normal(size=(1, 2, 4, 4)).astype(np.float32)
+
+    def outputs(graph):
+        extra = onnx.ModelProto.FromString(graph.SerializeToString())
+        extra.graph.output.extend([helper.make_empty_tensor_value_info(name) for name in ("up", "/stage5/enc/Conv_r")])
+        session = ort.InferenceSession(extra.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})
+    before = outputs(model)
+    highs = {"up": float(before[2].max()), "/stage5/enc/Conv_r": float(before[3].max())}
+    [change] = equalise_concats(model, highs)
+    assert change["conv"] == "/stage5/dec/Conv" and change["factor"] > 1  # the narrow decoder branch grows
+    after = outputs(model)
+    assert np.allclose(after[0], before[0], rtol=1e-5, atol=1e-5)  # the Concat's reader: the same
+    assert np.array_equal(after[1], before[1])  # the encoder's other reader: untouched
+    assert np.isclose(after[2].max(), after[3].max(), rtol=1e-5)  # one range for both branches
 
