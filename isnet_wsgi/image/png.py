@@ -46,32 +46,50 @@ def encode(image: Image.Image, *, threads: int = 1) -> bytes:
     """The image as PNG bytes; Pillow decodes them to the same pixels."""
     if image.mode not in COLOUR_TYPES:
         raise ValueError(f"cannot write {image.mode} images as PNG")
-    width, height = image.size
-    header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[image.mode], 0, 0, 0)
-    rows = np.asarray(image).reshape(height, -1)
+    rows = np.asarray(image).reshape(image.height, -1)
     spans = _row_spans(rows, image.mode, threads)
 
     def piece(index: int) -> tuple[bytes, int, int]:
-        scanlines = memoryview(_up_filtered(rows, *spans[index])).cast("B")
-        compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS, 9, zlib.Z_RLE)
-        last = index == len(spans) - 1
-        deflated = compressor.compress(scanlines) + compressor.flush(
-            zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
-        return deflated, zlib.adler32(scanlines), len(scanlines)
+        first, end = spans[index]
+        above = rows[first - 1] if first else None
+        return _deflated(_band_scanlines(rows[first:end], above), final=index == len(spans) - 1)
 
     pieces = map_in_threads(piece, range(len(spans)))
-    checksum = pieces[0][1]
-    for _, adler, length in pieces[1:]:
-        checksum = _adler32_combine(checksum, adler, length)
     # PERF: the IDAT chunk's parts joined once, straight into the file: the
     # zlib stream and the chunk made whole on the way had been two more
     # copies of the compressed bytes, and the encode is where a request's
     # memory peaks. A first encode of the astronaut at 1024 px raised VmHWM
     # 12.8 -> 8.9 MB; the worker's after its first request, 244.6 / 243.2
     # -> 241.9 / 242.0 MB (bench.ab, same run); the same bytes out.
-    stream = [ZLIB_HEADER, *(deflated for deflated, _, _ in pieces), struct.pack(">I", checksum)]
-    return b"".join((SIGNATURE, chunk(b"IHDR", header), *chunk_parts(b"IDAT", stream),
+    stream = [ZLIB_HEADER, *(deflated for deflated, _, _ in pieces),
+              struct.pack(">I", _adler32_of(pieces))]
+    return b"".join((_start(image.size, image.mode), *chunk_parts(b"IDAT", stream),
                      chunk(b"IEND", b"")))
+
+
+def _start(size: tuple[int, int], mode: str) -> bytes:
+    """The signature and the IHDR chunk: 8-bit samples, no interlace."""
+    header = struct.pack(">IIBBBBB", *size, 8, COLOUR_TYPES[mode], 0, 0, 0)
+    return SIGNATURE + chunk(b"IHDR", header)
+
+
+def _deflated(scanlines: np.ndarray, *, final: bool) -> tuple[bytes, int, int]:
+    """One piece of the zlib stream: raw deflate at zlib's fastest level with
+    its run-length strategy, ended by a sync flush (byte-aligned, so pieces
+    concatenate) unless it is the last; and its data's Adler-32 and length."""
+    data = memoryview(scanlines).cast("B")
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS, 9, zlib.Z_RLE)
+    deflated = compressor.compress(data) + compressor.flush(
+        zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+    return deflated, zlib.adler32(data), len(data)
+
+
+def _adler32_of(pieces: list[tuple[bytes, int, int]], checksum: int = 1) -> int:
+    """The Adler-32 of the data after data whose Adler-32 is ``checksum``
+    (1: nothing) and then each piece's."""
+    for _, adler, length in pieces:
+        checksum = _adler32_combine(checksum, adler, length)
+    return checksum
 
 
 def _row_spans(rows: np.ndarray, mode: str, threads: int) -> list[tuple[int, int]]:
@@ -97,19 +115,6 @@ def _row_spans(rows: np.ndarray, mode: str, threads: int) -> list[tuple[int, int
         cuts = [height * index // count for index in range(1, count)]
     edges = sorted({0, height, *(min(max(cut, 1), height - 1) for cut in cuts)})
     return list(zip(edges, edges[1:]))
-
-
-def _up_filtered(rows: np.ndarray, first: int, end: int) -> np.ndarray:
-    """Rows first..end as scanlines: each row's filter byte, then its bytes
-    minus the row above's (mod 256); the image's first row has nothing above."""
-    scanlines = np.empty((end - first, rows.shape[1] + 1), np.uint8)
-    above = max(first, 1)
-    if first == 0:
-        scanlines[0, 0] = _FILTER_NONE
-        scanlines[0, 1:] = rows[0]
-    scanlines[above - first:, 0] = _FILTER_UP
-    np.subtract(rows[above:end], rows[above - 1:end - 1], out=scanlines[above - first:, 1:])
-    return scanlines
 
 
 def _adler32_combine(first: int, second: int, second_length: int) -> int:
@@ -151,8 +156,7 @@ def encode_in_bands(image: Image.Image, *, mode: str | None = None,
         raise ValueError(f"cannot write {image.mode} images as {mode} PNG")
     left, first, right, end = box or (0, 0, *image.size)
     width, height = right - left, end - first
-    header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[mode], 0, 0, 0)
-    yield SIGNATURE + chunk(b"IHDR", header)
+    yield _start((width, height), mode)
     rows_per_band = max(1, band_bytes // (4 * width))
     above = None
     checksum = 1  # the Adler-32 of nothing
@@ -168,16 +172,10 @@ def encode_in_bands(image: Image.Image, *, mode: str | None = None,
         spans = _row_spans(scanlines[:, 1:], mode, threads)
 
         def piece(index: int, scanlines=scanlines, spans=spans, last=last) -> tuple[bytes, int, int]:
-            data = memoryview(scanlines[slice(*spans[index])]).cast("B")
-            compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS, 9, zlib.Z_RLE)
-            final = last and index == len(spans) - 1
-            deflated = compressor.compress(data) + compressor.flush(
-                zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
-            return deflated, zlib.adler32(data), len(data)
+            return _deflated(scanlines[slice(*spans[index])], final=last and index == len(spans) - 1)
 
         pieces = map_in_threads(piece, range(len(spans)))
-        for _, adler, length in pieces:
-            checksum = _adler32_combine(checksum, adler, length)
+        checksum = _adler32_of(pieces, checksum)
         stream = [deflated for deflated, _, _ in pieces]
         if top == 0:
             stream.insert(0, ZLIB_HEADER)
