@@ -132,26 +132,28 @@ class Pipeline:
         self.observe_inference_s(self.segmenter.last_run_s)
         return refine_alpha(image, mask) if refine else mask
 
-    def full_resolution(self, data: bytes, max_dimension_px: int | None,
-                        image_format: str) -> bool:
-        """Whether the answer is larger than the model's input: then it is made
-        a band at a time (image/fullsize.py); never at the default 1024 px.
-        An answer its encoder cannot make within budget is refused here, first."""
+    def full_resolution_size(self, data: bytes, max_dimension_px: int | None,
+                             image_format: str) -> tuple[int, int] | None:
+        """The answer's size when it is larger than the model's input (then it
+        is made a band at a time: image/fullsize.py), else None; never at the
+        default 1024 px. An answer its encoder cannot make within budget is
+        refused here, first."""
         ceiling_px = max_dimension_px or self.settings.max_dimension_px
         size = fitted_size(data, formats=self.formats, max_pixels=self.settings.max_image_pixels,
                            max_dimension_px=ceiling_px)
         model_width, model_height = self.segmenter.input.size_px
         if size[0] * size[1] <= model_width * model_height:
-            return False
+            return None
         check_encodable(size, image_format)
         # The full decode's budget, before the reduced one and inference.
         fitted_size(data, formats=self.formats, max_pixels=self.settings.max_image_pixels,
                     max_dimension_px=ceiling_px, budget_bytes=self.settings.decode_budget_bytes)
-        return True
+        return size
 
-    def full_size_masked(self, data: bytes, max_dimension_px: int | None, *,
-                         refine: bool = False, timeout_s: float | None = None):
-        """The full-size image and its full-size mask, the photo held once.
+    def full_size_masked(self, data: bytes, size: tuple[int, int], max_dimension_px: int | None,
+                         *, refine: bool = False, timeout_s: float | None = None):
+        """The full-size image (``size``, from full_resolution_size) and its
+        full-size mask, the photo held once.
 
         PERF: the model runs on a reduced decode of exactly its input's size
         (a JPEG drafted at 1/2-1/8), and the full image is decoded only
@@ -168,8 +170,6 @@ class Pipeline:
         del view
         # PERF: the mask is brought up before the photo is decoded, so the
         # resize's passing buffers (~15 MB at 24 MP) never sit on top of it.
-        size = fitted_size(data, formats=self.formats, max_pixels=self.settings.max_image_pixels,
-                           max_dimension_px=ceiling_px)
         mask = fullsize.upscaled_mask(small_mask, size, threads=self.threads)
         image = self.decode(data, max_dimension_px)
         if image.size != mask.size:  # a turn the header did not declare
@@ -179,8 +179,9 @@ class Pipeline:
 
     def remove(self, data: bytes, options: RemoveOptions, *,
                timeout_s: float | None = None) -> Output:
-        if self.full_resolution(data, options.max_dimension_px, options.image_format):
-            return self._remove_full_size(data, options, timeout_s)
+        size = self.full_resolution_size(data, options.max_dimension_px, options.image_format)
+        if size is not None:
+            return self._remove_full_size(data, size, options, timeout_s)
         image = self.decode(data, options.max_dimension_px)
         mask = self.mask(image, refine=options.refine, timeout_s=timeout_s)
         subject = compose.subject_box(mask)
@@ -194,9 +195,9 @@ class Pipeline:
         return _output(compose.cutout(image, mask), options.image_format, "nobg",
                        self.threads, foreground)
 
-    def _remove_full_size(self, data: bytes, options: RemoveOptions,
+    def _remove_full_size(self, data: bytes, size: tuple[int, int], options: RemoveOptions,
                           timeout_s: float | None) -> Output:
-        image, mask = self.full_size_masked(data, options.max_dimension_px,
+        image, mask = self.full_size_masked(data, size, options.max_dimension_px,
                                             refine=options.refine, timeout_s=timeout_s)
         subject = fullsize.subject_box(mask)
         box = None
@@ -213,8 +214,9 @@ class Pipeline:
     def change_color(self, data: bytes, options: ColorOptions, *,
                      background_data: bytes | None = None,
                      timeout_s: float | None = None) -> Output:
-        if self.full_resolution(data, options.max_dimension_px, options.image_format):
-            return self._change_color_full_size(data, options, background_data, timeout_s)
+        size = self.full_resolution_size(data, options.max_dimension_px, options.image_format)
+        if size is not None:
+            return self._change_color_full_size(data, size, options, background_data, timeout_s)
         image = self.decode(data, options.max_dimension_px)
         background = None
         if background_data is not None:
@@ -231,7 +233,7 @@ class Pipeline:
         return _output(composite, options.image_format, "color", self.threads,
                        foreground_box(compose.subject_box(mask)))
 
-    def _change_color_full_size(self, data: bytes, options: ColorOptions,
+    def _change_color_full_size(self, data: bytes, size: tuple[int, int], options: ColorOptions,
                                 background_data: bytes | None,
                                 timeout_s: float | None) -> Output:
         background = None
@@ -240,7 +242,7 @@ class Pipeline:
             # most BACKGROUND_MAX_PX, then scaled to the photo a band at a time.
             background = self.decode(background_data, min(
                 fullsize.BACKGROUND_MAX_PX, self.settings.max_dimension_px))
-        image, mask = self.full_size_masked(data, options.max_dimension_px,
+        image, mask = self.full_size_masked(data, size, options.max_dimension_px,
                                             refine=options.refine, timeout_s=timeout_s)
         foreground = foreground_box(fullsize.subject_box(mask))
         if background is not None:

@@ -115,4 +115,5 @@ class ResultCache(Generic[Value]):
 
     def stats(self) -> dict:
         return {"enabled": self.enabled, "entries": len(self._entries), "bytes": self.bytes,
-                "max_bytes": self.max_bytes, "max_entry_bytes": self.max_entry_bytes, "hits": self.hits, "misses": self.misses}
+                "max_bytes": self.max_bytes, "max_entry_bytes": self.max_entry_bytes,
+                "hits": self.hits, "misses": self.misses}
