@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..web.errors import HTTPError, ServiceUnavailable
+from ..web.upload import FORM_OVERHEAD_BYTES
 from .client_limits import ClientLimits, read_deadline, timeout_error
 from .framing import CONTINUE, HEAD_BUFFER_BYTES, declared_body_bytes, head_end, raw_response
 from .framing import without_expect_continue
@@ -34,8 +35,6 @@ from .framing import without_expect_continue
 KIB = 1024
 MIB = 1024 * KIB
 READ_CHUNK_BYTES = 64 * KIB
-# Room for the form's fields and part headers beside the largest file.
-FORM_OVERHEAD_BYTES = 64 * KIB
 # A client refused for room may come back this soon.
 RETRY_AFTER_S = 1
 _LISTENER, _WAKEUP = object(), object()
