@@ -25,7 +25,7 @@ from .removebg_image import render
 from .removebg_options import FILE_PARAMETERS, JSON_TYPES, PARAMETERS, removebg_options
 from .response import Response
 from .results import size_headers
-from .upload import FORM_OVERHEAD_BYTES, single_values
+from .upload import FORM_OVERHEAD_BYTES, single_values, upload_limit_text
 
 # The body types remove.bg accepts.
 FORM, URLENCODED, JSON = ("multipart/form-data", "application/x-www-form-urlencoded",
@@ -115,7 +115,7 @@ def read_request(request: Request, settings: Settings) -> RemoveBgUpload:
         raise BadRequest("remove.bg's parameters go in the body, not the query string.",
                          code="unknown_parameter")
     limit = settings.max_upload_bytes
-    setting = f"MAX_UPLOAD_MB={settings.max_upload_mb:g}"
+    setting = upload_limit_text(settings)
     files: dict[str, bytes] = {}
     if mimetype == FORM:
         reader = request.body_reader(

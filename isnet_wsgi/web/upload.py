@@ -76,10 +76,14 @@ def single_values(given: Mapping[str, list[str]]) -> dict[str, str]:
     return {name: values[0] for name, values in given.items()}
 
 
+def upload_limit_text(settings: Settings) -> str:
+    """The setting an upload's size limit comes from, for its 413: 'MAX_UPLOAD_MB=8'."""
+    return f"MAX_UPLOAD_MB={settings.max_upload_mb:g}"
+
+
 def read_raw(request: Request, settings: Settings) -> bytes:
     # The declared length is refused before reading, the streamed bytes counted.
-    reader = request.body_reader(settings.max_upload_bytes,
-                                 limit_text=f"MAX_UPLOAD_MB={settings.max_upload_mb:g}")
+    reader = request.body_reader(settings.max_upload_bytes, limit_text=upload_limit_text(settings))
     body = io.BytesIO()  # PERF: getvalue() hands over its buffer without a copy
     while chunk := reader.read(RAW_CHUNK_BYTES):
         body.write(chunk)
@@ -90,7 +94,7 @@ def _read_form(request: Request, settings: Settings, *, files: int) -> Form:
     """The whole form; its errors are web/errors.py's table's to answer."""
     boundary = boundary_from_content_type(request.header("Content-Type"))
     limit = settings.max_upload_bytes
-    setting = f"MAX_UPLOAD_MB={settings.max_upload_mb:g}"
+    setting = upload_limit_text(settings)
     reader = request.body_reader(
         files * limit + FORM_OVERHEAD_BYTES,
         limit_text=f"{setting} per file, {files} file(s), plus "
