@@ -42,6 +42,12 @@ _TRANSPOSE_BY_ORIENTATION = {
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 
 
+def declared_size(data: bytes, *, formats: tuple[str, ...], max_pixels: int) -> tuple[int, int]:
+    """The size the header declares (before any EXIF turn), read without
+    decoding, by the same restricted opener and pixel limit as ``decode``."""
+    return _opened(data, formats, max_pixels).size
+
+
 def fitted_size(data: bytes, *, formats: tuple[str, ...], max_pixels: int,
                 max_dimension_px: int, budget_bytes: int | None = None) -> tuple[int, int]:
     """The size ``decode`` would give, its EXIF turn included, from the

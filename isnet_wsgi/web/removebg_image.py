@@ -9,6 +9,7 @@ import zipfile
 from PIL import Image
 
 from ..image import compose
+from ..image.decode import declared_size
 from ..image.encode import ENCODINGS, encode
 from ..pipeline import Output, Pipeline, foreground_box
 from .removebg_options import RemoveBgOptions, margin_box, max_dimension_for
@@ -17,21 +18,13 @@ from .removebg_options import RemoveBgOptions, margin_box, max_dimension_for
 PREFIX = "no-bg"
 
 
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """The size the image's header declares, without decoding it; None when
-    Pillow cannot tell (the pipeline's decode then refuses it with the reason)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except Exception:  # any header Pillow cannot read: the decode says why
-        return None
-
-
 def render(pipeline: Pipeline, data: bytes, background_data: bytes | None,
            options: RemoveBgOptions, *, timeout_s: float | None) -> Output:
-    ceiling_px = pipeline.settings.max_dimension_px
-    image = pipeline.decode(data, max_dimension_for(header_size(data), options.max_pixels,
-                                                   ceiling_px))
+    # remove.bg's size is in pixels: the long side that keeps the answer within them.
+    size = declared_size(data, formats=pipeline.formats,
+                         max_pixels=pipeline.settings.max_image_pixels)
+    image = pipeline.decode(data, max_dimension_for(size, options.max_pixels,
+                                                   pipeline.settings.max_dimension_px))
     background = None
     if background_data is not None:
         # Decoded before inference, so a bad file costs no model run.

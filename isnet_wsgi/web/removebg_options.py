@@ -171,10 +171,10 @@ def margin_box(subject: tuple[int, int, int, int], margin: tuple[tuple[int, bool
             min(size[0], right + right_px), min(size[1], bottom + bottom_px))
 
 
-def max_dimension_for(size_px: tuple[int, int] | None, max_pixels: int | None,
+def max_dimension_for(size_px: tuple[int, int], max_pixels: int | None,
                       ceiling_px: int) -> int:
     """The long side that keeps an image of ``size_px`` within ``max_pixels``."""
-    if max_pixels is None or size_px is None or size_px[0] * size_px[1] <= max_pixels:
+    if max_pixels is None or size_px[0] * size_px[1] <= max_pixels:
         return ceiling_px
     scale = math.sqrt(max_pixels / (size_px[0] * size_px[1]))
     return max(MIN_DIMENSION_PX, min(ceiling_px, int(max(size_px) * scale)))
