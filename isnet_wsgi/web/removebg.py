@@ -24,7 +24,7 @@ from .multipart import boundary_from_content_type, read_form, size_text
 from .removebg_image import render
 from .removebg_options import FILE_PARAMETERS, JSON_TYPES, PARAMETERS, removebg_options
 from .response import Response
-from .results import size_headers
+from .results import foreground_sides, size_headers
 from .upload import FORM_OVERHEAD_BYTES, single_values, upload_limit_text
 
 # The body types remove.bg accepts.
@@ -72,8 +72,9 @@ class RemoveBgAPI:
         if hit is not None:
             headers.append(("X-Cache", "hit" if hit else "miss"))
         if wants_json(request.header("Accept")):
+            box = {f"foreground_{side}": value for side, value in foreground_sides(output).items()}
             return Response.json({"data": {"result_b64": base64.b64encode(output.body).decode(),
-                                           **_foreground_fields(output)}}, headers=headers)
+                                           **box}}, headers=headers)
         headers.append(("Content-Disposition",
                         attachment_header(f"{output.prefix}.{output.extension}")))
         return Response(output.body, content_type=output.content_type, headers=headers)
@@ -97,14 +98,6 @@ def wants_json(accept: str | None) -> bool:
         if mimetype.startswith("image/") or mimetype == "*/*":
             return False
     return False
-
-
-def _foreground_fields(output) -> dict:
-    if output.foreground is None:
-        return {}
-    left, top, width, height = output.foreground
-    return {"foreground_top": top, "foreground_left": left,
-            "foreground_width": width, "foreground_height": height}
 
 
 def read_request(request: Request, settings: Settings) -> RemoveBgUpload:

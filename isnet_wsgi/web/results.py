@@ -67,11 +67,18 @@ def size_headers(output: Output) -> list[tuple[str, str]]:
     headers = []
     if output.size is not None:
         headers += [("X-Width", str(output.size[0])), ("X-Height", str(output.size[1]))]
-    if output.foreground is not None:
-        left, top, width, height = output.foreground
-        headers += [("X-Foreground-Top", str(top)), ("X-Foreground-Left", str(left)),
-                    ("X-Foreground-Width", str(width)), ("X-Foreground-Height", str(height))]
+    headers += [(f"X-Foreground-{side.title()}", str(value))
+                for side, value in foreground_sides(output).items()]
     return headers
+
+
+def foreground_sides(output: Output) -> dict[str, int]:
+    """The subject's box by remove.bg's names for its sides (top, left, width,
+    height, in its order); empty when no subject was found."""
+    if output.foreground is None:
+        return {}
+    left, top, width, height = output.foreground
+    return {"top": top, "left": left, "width": width, "height": height}
 
 
 def download(output: Output, input_name: str, cache_hit: bool | None) -> Response:
