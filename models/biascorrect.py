@@ -23,68 +23,29 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
 
-from models import quantize
-
-
-def stage_of(node_name: str) -> str:
-    """'/stage1/rebnconv1/conv_s1/Conv' -> '/stage1/'."""
-    return "/" + node_name.split("/")[1] + "/"
-
-
-def session_with_outputs(model: onnx.ModelProto, outputs: list[str], threads: int) -> ort.InferenceSession:
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    known = {value.name for value in model.graph.output}
-    for name in outputs:
-        if name not in known:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def quantised_convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The Convs whose bias is an int32 initializer behind a DequantizeLinear, in graph order."""
-    producer = {output: node for node in model.graph.node for output in node.output}
-    initializers = {tensor.name for tensor in model.graph.initializer}
-    return [node for node in model.graph.node
-            if node.op_type == "Conv" and len(node.input) > 2
-            and (dq := producer.get(node.input[2])) is not None
-            and dq.op_type == "DequantizeLinear" and dq.input[0] in initializers]
-
+from models import probe, quantize
 
 # Every SUBSAMPLE-th pixel of each map is kept to solve the shifts on.
 SUBSAMPLE = 7
 
 
-def clip_range(model: onnx.ModelProto, tensor: str) -> tuple[float, float]:
-    """The float range the QuantizeLinear reading `tensor` keeps (its ReLU folded in)."""
-    initializers = {t.name: t for t in model.graph.initializer}
-    quantise = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
-    scale, zero = (numpy_helper.to_array(initializers[name]).item() for name in quantise.input[1:3])
-    return (0 - zero) * scale, (255 - zero) * scale
-
-
-def _shifts(fp32: ort.InferenceSession, quantised: ort.InferenceSession,
-            pairs: list[tuple[str, str, tuple[float, float]]],
-            inputs: Iterable[np.ndarray]) -> list[np.ndarray]:
+def _shifts(stage: probe.Stage, pairs: Iterable[tuple[list[np.ndarray], list[np.ndarray]]]
+            ) -> list[np.ndarray]:
     """Per channel, the bias shift that makes the mean of the quantised
     activation (the Conv output clipped to its QuantizeLinear's range, which
     holds the ReLU) equal the fp32 activation's clipped the same way: only
     the error a bias can mend, not the clipping the range chose."""
-    kept_fp: list[list[np.ndarray]] = [[] for _ in pairs]
-    kept_q: list[list[np.ndarray]] = [[] for _ in pairs]
-    for tensor in inputs:
-        wanted = fp32.run([fp32_name for fp32_name, _, _ in pairs], {fp32.get_inputs()[0].name: tensor})
-        got = quantised.run([name for _, name, _ in pairs], {quantised.get_inputs()[0].name: tensor})
+    kept_fp: list[list[np.ndarray]] = [[] for _ in stage.convs]
+    kept_q: list[list[np.ndarray]] = [[] for _ in stage.convs]
+    for wanted, got in pairs:
         for index, (fp, q) in enumerate(zip(wanted, got)):
             channels = fp.shape[1]
             kept_fp[index].append(fp.reshape(channels, -1)[:, ::SUBSAMPLE])
             kept_q[index].append(q.reshape(channels, -1)[:, ::SUBSAMPLE])
     return [matching_shift(np.concatenate(fps, axis=1), np.concatenate(qs, axis=1), low, high)
-            for (_, _, (low, high)), fps, qs in zip(pairs, kept_fp, kept_q)]
+            for (low, high), fps, qs in zip(stage.ranges, kept_fp, kept_q)]
 
 
 def matching_shift(fp: np.ndarray, q: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -101,29 +62,21 @@ def matching_shift(fp: np.ndarray, q: np.ndarray, low: float, high: float) -> np
 
 
 def correct(quantised: onnx.ModelProto, fp32_path: Path,
-            inputs: Callable[[], Iterable[np.ndarray]], threads: int = 2,
-            strength: float = 1.0) -> dict[str, list[int]]:
+            inputs: Callable[[], Iterable[np.ndarray]], threads: int = 2) -> dict[str, list[int]]:
     """Move the int32 biases of `quantised` (a float-input graph: see
     quantize.unfold_input_quantisation) in place; returns each Conv's change
     in bias steps, by node name."""
-    convs = quantised_convs(quantised)
     fp32 = onnx.load(fp32_path)
-    fp32_output = {node.name: node.output[0] for node in fp32.graph.node if node.op_type == "Conv"}
     producer = {output: node for node in quantised.graph.node for output in node.output}
     initializers = {tensor.name: tensor for tensor in quantised.graph.initializer}
-    stages: dict[str, list[onnx.NodeProto]] = {}
-    for node in convs:
-        stages.setdefault(stage_of(node.name), []).append(node)
     changes = {}
-    for group in stages.values():
-        pairs = [(fp32_output[node.name], node.output[0], clip_range(quantised, node.output[0]))
-                 for node in group]
-        shifts = _shifts(session_with_outputs(fp32, [a for a, _, _ in pairs], threads),
-                         session_with_outputs(quantised, [b for _, b, _ in pairs], threads), pairs, inputs())
-        for node, shift in zip(group, shifts):
+    for stage in probe.stages(quantised, fp32):
+        # Measured on the graph as the earlier stages' corrections left it.
+        shifts = _shifts(stage, probe.activations(stage, quantised, fp32, inputs(), threads))
+        for node, shift in zip(stage.convs, shifts):
             dq = producer[node.input[2]]
             bias, scale = initializers[dq.input[0]], initializers[dq.input[1]]
-            steps = np.rint(strength * shift / numpy_helper.to_array(scale).astype(np.float64))
+            steps = np.rint(shift / numpy_helper.to_array(scale).astype(np.float64))
             value = numpy_helper.to_array(bias).astype(np.int64) + steps.astype(np.int64)
             bias.CopyFrom(numpy_helper.from_array(
                 np.clip(value, -2**31, 2**31 - 1).astype(np.int32), bias.name))
@@ -132,11 +85,11 @@ def correct(quantised: onnx.ModelProto, fp32_path: Path,
 
 
 def corrected_copy(model_path: Path, out_path: Path, fp32_path: Path,
-                   inputs: Callable[[], Iterable[np.ndarray]], **options) -> dict[str, list[int]]:
+                   inputs: Callable[[], Iterable[np.ndarray]], threads: int = 2) -> dict[str, list[int]]:
     """`model_path` (the built, uint8-input model) with its biases corrected, to `out_path`."""
     model = onnx.load(model_path)
     folded = quantize.unfold_input_quantisation(model)
-    changes = correct(model, fp32_path, inputs, **options)
+    changes = correct(model, fp32_path, inputs, threads)
     if folded:
         quantize.fold_input_quantisation(model)
     onnx.save(model, out_path)

@@ -22,13 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from models import calibrate, quantize, source
-from models.biascorrect import (
-    clip_range,
-    quantised_convs,
-    session_with_outputs,
-    stage_of,
-)
+from models import calibrate, probe, quantize, source
 from models.manifest import MODEL_PATH, calibration_photos
 
 
@@ -38,27 +32,17 @@ def activation_snr(model_path: Path, fp32_path: Path, inputs: Iterable[np.ndarra
     quantised = onnx.load(model_path)
     quantize.unfold_input_quantisation(quantised)  # fed the fp32 model's input
     fp32 = onnx.load(fp32_path)
-    fp32_output = {node.name: node.output[0] for node in fp32.graph.node if node.op_type == "Conv"}
     tensors = list(inputs if inputs is not None else calibrate.calibration_inputs(calibration_photos()[::2]))
-    stages: dict[str, list[onnx.NodeProto]] = {}
-    for node in quantised_convs(quantised):
-        stages.setdefault(stage_of(node.name), []).append(node)
     rows = []
-    for stage, group in stages.items():
-        ranges = [clip_range(quantised, node.output[0]) for node in group]
-        wanted_names, got_names = [fp32_output[node.name] for node in group], [node.output[0] for node in group]
-        wanted_session = session_with_outputs(fp32, wanted_names, threads)
-        got_session = session_with_outputs(quantised, got_names, threads)
-        signal, noise = np.zeros(len(group)), np.zeros(len(group))
-        for tensor in tensors:
-            wanted = wanted_session.run(wanted_names, {wanted_session.get_inputs()[0].name: tensor})
-            got = got_session.run(got_names, {got_session.get_inputs()[0].name: tensor})
-            for index, ((low, high), fp, q) in enumerate(zip(ranges, wanted, got)):
+    for stage in probe.stages(quantised, fp32):
+        signal, noise = np.zeros(len(stage.convs)), np.zeros(len(stage.convs))
+        for wanted, got in probe.activations(stage, quantised, fp32, tensors, threads):
+            for index, ((low, high), fp, q) in enumerate(zip(stage.ranges, wanted, got)):
                 fp = np.clip(fp, low, high, dtype=np.float64)
                 signal[index] += np.square(fp).sum()
                 noise[index] += np.square(fp - np.clip(q, low, high)).sum()
-        for node, s, n in zip(group, signal, noise):
-            rows.append({"node": node.name, "stage": stage,
+        for node, s, n in zip(stage.convs, signal, noise):
+            rows.append({"node": node.name, "stage": stage.name,
                          "snr_db": round(float(10 * np.log10(s / max(n, 1e-30))), 2)})
     return rows
 
