@@ -21,13 +21,13 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from PIL import Image
 
+from bench import harness
 from bench.harness import malloc_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,8 +165,8 @@ def steps(photo_path: Path, background_path: Path, answer: str, arena_mb: int) -
 
 def _child(code: str, args: list, env: dict, cwd: Path = ROOT, timeout_s: int = 1800):
     """What a child running ``code`` prints last, as JSON; its error's last line if it fails."""
-    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout_s, env=env, cwd=cwd)
+    done = harness.run([sys.executable, "-c", code, *map(str, args)], timeout=timeout_s,
+                       env=env, cwd=cwd)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -75,6 +75,14 @@ def process_group(args, *, stop_signal: int = signal.SIGTERM, stop_timeout_s: fl
         stop_group(process, stop_signal, stop_timeout_s)
 
 
+def run(args, *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """Like ``subprocess.run(capture_output=True, text=True)``, the group stopped after."""
+    with process_group(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       **kwargs) as process:
+        stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
 def stop_group(process: subprocess.Popen, stop_signal: int = signal.SIGTERM,
                timeout_s: float = 30) -> None:
     """Signal the group, wait for its leader, then kill what is left of it."""

@@ -14,8 +14,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,8 @@ import numpy as np
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter number, from <malloc.h>
 MMAP_THRESHOLD_BYTES = 64 * 1024
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Well above a measurement's time; a hang fails, it never blocks.
+CHILD_TIMEOUT_S = 300
 
 
 def _peak_rss_mb() -> float:
@@ -63,15 +63,8 @@ def _child(model_path: Path, photo: Path, runs: int) -> dict:
 def peak_rss(model_path: Path, photo: Path, runs: int = 1) -> dict:
     """Measure in a fresh child process; returns the child's report."""
     env = dict(os.environ, ORT_DISABLE_TELEMETRY="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "models.footprint", str(model_path), str(photo), str(runs)],
-        check=True, capture_output=True, text=True, env=env,
-        cwd=PROJECT_DIR,
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-SERVICE_CHILD_TIMEOUT_S = 300
+    return _report([sys.executable, "-m", "models.footprint", str(model_path), str(photo),
+                    str(runs)], env)
 
 
 def _service_child(model_path: Path, manifest_path: Path, tensor_path: Path, runs: int) -> dict:
@@ -93,23 +86,23 @@ def _service_child(model_path: Path, manifest_path: Path, tensor_path: Path, run
 
 
 def service_run(model_path: Path, manifest_path: Path, tensor_path: Path, runs: int) -> dict:
-    """_service_child in its own process group, which is stopped whole if anything goes wrong."""
-    command = [sys.executable, "-m", "models.footprint", "--service", str(model_path), str(manifest_path),
-               str(tensor_path), str(runs)]
-    # The environment `make run` gives the service (malloc.env); the build
-    # never gets here, so the image's build stage needs no bench/.
-    from bench.harness import service_env  # noqa: PLC0415
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True,
-                             env=service_env(), cwd=PROJECT_DIR)
-    try:
-        stdout, _ = child.communicate(timeout=SERVICE_CHILD_TIMEOUT_S)
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-    if child.returncode != 0:
-        raise RuntimeError(f"measuring {model_path.name} failed (exit {child.returncode})")
-    return json.loads(stdout.strip().splitlines()[-1])
+    """_service_child in a fresh process, in the environment `make run` gives
+    the service (malloc.env)."""
+    from bench.harness import service_env  # noqa: PLC0415  (see _report)
+    return _report([sys.executable, "-m", "models.footprint", "--service", str(model_path),
+                    str(manifest_path), str(tensor_path), str(runs)], service_env())
+
+
+def _report(command: list[str], env: dict[str, str]) -> dict:
+    """What a child prints last, as JSON; the child in its own process group,
+    stopped whole whatever happens. NOTE: bench/ is imported here, not at
+    the top: the build never measures, so the image's build stage needs no bench/."""
+    from bench.harness import run  # noqa: PLC0415
+    done = run(command, timeout=CHILD_TIMEOUT_S, env=env, cwd=PROJECT_DIR)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring in {command[2:4]} failed (exit {done.returncode}): "
+                           f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -10,23 +10,14 @@ still alive, so the suite can fail on it (tests/conftest.py).
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 # NOTE: the bench stops its servers the same way; both use bench/harness.py's.
-from bench.harness import process_group, stop_group  # noqa: F401  (tests import them from here)
+from bench.harness import process_group, run, stop_group  # noqa: F401  (tests import them from here)
 
 # Set in the test session's environment; every process the tests start
 # inherits it, whoever starts it, so /proc/PID/environ names its owner.
 SESSION_VARIABLE = "ISNET_TEST_SESSION"
-
-
-def run(args, *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    """Like ``subprocess.run(capture_output=True, text=True)``, the group stopped after."""
-    with process_group(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       **kwargs) as process:
-        stdout, stderr = process.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
 
 
 def leftovers(session_id: str) -> dict[int, str]:
