@@ -71,14 +71,14 @@ def activations(stage: Stage, quantised: onnx.ModelProto, fp32: onnx.ModelProto,
     """Per input, the stage's Conv outputs from ``fp32`` and from ``quantised``
     as it is when this is called (a caller may have changed it since)."""
     wanted_names, got_names = stage.fp32_outputs, [node.output[0] for node in stage.convs]
-    wanted_session = _session_with_outputs(fp32, wanted_names, threads)
-    got_session = _session_with_outputs(quantised, got_names, threads)
+    wanted_session = session_with_outputs(fp32, wanted_names, threads)
+    got_session = session_with_outputs(quantised, got_names, threads)
     for tensor in inputs:
         yield (wanted_session.run(wanted_names, {wanted_session.get_inputs()[0].name: tensor}),
                got_session.run(got_names, {got_session.get_inputs()[0].name: tensor}))
 
 
-def _session_with_outputs(model: onnx.ModelProto, outputs: list[str],
+def session_with_outputs(model: onnx.ModelProto, outputs: list[str],
                           threads: int) -> ort.InferenceSession:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     known = {value.name for value in model.graph.output}

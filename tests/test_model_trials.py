@@ -1,6 +1,6 @@
 """The exploration tools behind models/README.md's round-2 rows (bias
 correction, float stages on 8-bit weights, weight scales by rounding error,
-activation SNR): their arithmetic, on small inputs. The trials themselves take minutes:
+weights rounded by their inputs, activation SNR): their arithmetic, on small inputs. The trials themselves take minutes:
 python -m models.trial."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from onnxruntime.quantization import (
 
 from models.biascorrect import matching_shift
 from models.equalise import equalise_concats
+from models.gptq import _output_matching, patches, round_to_inputs
 from models.rounding import CLIP_FLOOR, least_error_scales, rescale_weights
 from models.sensitivity import activation_snr
-from models.trial import int8_weights
+from models.trial import inner_tensors, int8_weights
 
 
 def _conv_model(weight: np.ndarray, bias: np.ndarray | None = None) -> onnx.ModelProto:
@@ -217,3 +218,61 @@ def test_equalised_concats_keep_the_function_and_give_both_branches_one_range():
     assert np.array_equal(after[1], before[1])  # the encoder's other reader: untouched
     assert np.isclose(after[2].max(), after[3].max(), rtol=1e-5)  # one range for both branches
 
+
+
+def test_patches_read_what_the_conv_reads_with_its_stride_dilation_and_padding():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(1, 3, 9, 11)).astype(np.float32)
+    weight = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    for attributes in ({"pads": [1, 1, 1, 1], "strides": [2, 2]}, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}):
+        conv = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], **attributes)
+        graph = helper.make_graph([conv], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  [numpy_helper.from_array(weight, "w")])
+        y = _run(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), x)[0]
+        positions = np.arange(y.shape[1] * y.shape[2])
+        rows = patches(x[0], conv, positions)
+        assert np.allclose(rows @ weight.reshape(4, -1).T, y.reshape(4, -1).T, atol=1e-4)
+
+
+def test_weights_rounded_by_their_inputs_lose_less_output_than_nearest_rounding():
+    # Correlated, non-negative inputs (post-ReLU neighbours): where nearest
+    # rounding's errors add up and GPTQ's cancel.
+    rng = np.random.default_rng(12)
+    shared = rng.normal(size=(5000, 16))
+    x = np.maximum(np.repeat(shared, 9, axis=1) + 0.3 * rng.normal(size=(5000, 144)), 0)
+    weight = rng.normal(size=(8, 16, 3, 3)) * 0.05
+    scales = np.abs(weight).reshape(8, -1).max(axis=1) / 64
+    integers = round_to_inputs(weight, scales, 64, x.T @ x)
+    nearest = np.rint(weight / scales[:, None, None, None])
+
+    def output_error(q: np.ndarray) -> float:
+        return float(np.square((weight - q * scales[:, None, None, None]).reshape(8, -1) @ x.T).mean())
+
+    assert np.array_equal(integers, np.rint(integers)) and np.abs(integers).max() <= 64
+    assert output_error(integers) < 0.5 * output_error(nearest)
+
+
+def test_output_matching_keeps_the_weights_for_exact_inputs_and_undoes_a_gain():
+    rng = np.random.default_rng(13)
+    x = np.maximum(rng.normal(size=(4000, 18)), 0)
+    weight = rng.normal(size=(3, 2, 3, 3))
+    assert np.allclose(_output_matching(weight, x.T @ x, x.T @ x), weight)
+    # The inputs arrive twice as large: weights of half the size give the fp32 outputs back.
+    got = 2 * x
+    # (within the damping, which pulls towards the fp32 weights)
+    assert np.allclose(_output_matching(weight, got.T @ got, got.T @ x), weight / 2, rtol=0.03, atol=0.01)
+
+
+def test_inner_tensors_are_those_no_node_outside_the_stage_reads():
+    # /stage6/ Conv -> Relu -> Resize outside: the Conv's output is inner,
+    # the Relu's is read by the Resize (which takes no uint16), the input is made outside.
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/stage6/conv/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="/stage6/relu/Relu"),
+             helper.make_node("Resize", ["r", "", "scales"], ["y"], name="/Resize", mode="linear")]
+    initializers = [numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w"),
+                    numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    graph = helper.make_graph(nodes, "stage", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert inner_tensors(model, ("/stage6/",)) == ["c"]
