@@ -154,8 +154,8 @@ def _output_matching(weights: np.ndarray, hessian: np.ndarray, cross: np.ndarray
     """The weights V minimising, per output channel, sum((w . x_fp32 - v .
     x_got)^2) + damping |v - w|^2, with H = sum(x_got x_got^T) and cross =
     sum(x_got x_fp32^T): V^T = (H + damping)^-1 (cross + damping) W^T. The
-    damping (round_to_inputs' own) pulls directions no photo exercised back
-    to the fp32 weights instead of to zero."""
+    damping (DAMPING of H's mean diagonal) pulls directions no photo
+    exercised back to the fp32 weights instead of to zero."""
     flat = weights.reshape(len(weights), -1).astype(np.float64)
     damping = DAMPING * np.diag(hessian).mean()
     damped = hessian + damping * np.eye(len(hessian))
