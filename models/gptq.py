@@ -36,30 +36,38 @@ DAMPING = 0.01  # added to H's diagonal, as a fraction of its mean (GPTQ's defau
 BLOCK = 128  # columns rounded between two matrix updates of the rest (GPTQ's lazy batch)
 
 
+class _Geometry:
+    """A Conv's kernel, stride, dilation and padding, and its output size."""
+
+    def __init__(self, conv: onnx.NodeProto):
+        attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        self.kh, self.kw = attributes["kernel_shape"]
+        self.stride_y, self.stride_x = attributes.get("strides", [1, 1])
+        self.dilation_y, self.dilation_x = attributes.get("dilations", [1, 1])
+        self.top, self.left, self.bottom, self.right = attributes.get("pads", [0, 0, 0, 0])
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return ((height + self.top + self.bottom - self.dilation_y * (self.kh - 1) - 1) // self.stride_y + 1,
+                (width + self.left + self.right - self.dilation_x * (self.kw - 1) - 1) // self.stride_x + 1)
+
+
 def patches(activation: np.ndarray, conv: onnx.NodeProto, positions: np.ndarray) -> np.ndarray:
     """The input patch each output position in `positions` (flat indices)
     reads, as rows in the order of a Conv weight's (Cin, kh, kw) axes."""
-    attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
-    kh, kw = attributes["kernel_shape"]
-    stride_y, stride_x = attributes.get("strides", [1, 1])
-    dilation_y, dilation_x = attributes.get("dilations", [1, 1])
-    top, left, bottom, right = attributes.get("pads", [0, 0, 0, 0])
+    g = _Geometry(conv)
     channels, height, width = activation.shape
-    padded = np.pad(activation, ((0, 0), (top, bottom), (left, right)))
-    out_width = (width + left + right - dilation_x * (kw - 1) - 1) // stride_x + 1
-    ys, xs = np.divmod(positions, out_width)
-    rows = ys[:, None] * stride_y + np.arange(kh)[None, :] * dilation_y  # (P, kh)
-    cols = xs[:, None] * stride_x + np.arange(kw)[None, :] * dilation_x  # (P, kw)
+    padded = np.pad(activation, ((0, 0), (g.top, g.bottom), (g.left, g.right)))
+    ys, xs = np.divmod(positions, g.output_size(height, width)[1])
+    rows = ys[:, None] * g.stride_y + np.arange(g.kh)[None, :] * g.dilation_y  # (P, kh)
+    cols = xs[:, None] * g.stride_x + np.arange(g.kw)[None, :] * g.dilation_x  # (P, kw)
     gathered = padded[:, rows[:, :, None], cols[:, None, :]]  # (C, P, kh, kw)
-    return gathered.transpose(1, 0, 2, 3).reshape(len(positions), channels * kh * kw)
+    return gathered.transpose(1, 0, 2, 3).reshape(len(positions), channels * g.kh * g.kw)
 
 
 def output_positions(activation: np.ndarray, conv: onnx.NodeProto, seed: int) -> np.ndarray:
     """Up to SAMPLES_PER_PHOTO output positions of `conv` on `activation`, drawn without replacement."""
-    attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
-    stride_y, stride_x = attributes.get("strides", [1, 1])
-    _, height, width = activation.shape
-    count = (-(-height // stride_y)) * (-(-width // stride_x))  # 'same' padding, as every Conv here
+    out_height, out_width = _Geometry(conv).output_size(*activation.shape[1:])
+    count = out_height * out_width
     if count <= SAMPLES_PER_PHOTO:
         return np.arange(count)
     return np.sort(np.random.default_rng(seed).choice(count, SAMPLES_PER_PHOTO, replace=False))

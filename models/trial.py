@@ -8,8 +8,8 @@ digests), its masks made by the service's own path (fidelity.service_pipeline)
 and compared with the fp32 model's masks made the same way (reference.py).
 A recipe fitted on photos (gptq.py, biascorrect.py) fits on half of them
 (fitting_photos) and is judged on the other half: each recipe's second row,
-"calibration, not fitted on". Not part of `make test`: about a minute a recipe on 2 cores, plus the one
-collection (two runs per photo).
+"calibration, not fitted on". Not part of `make test`: about a minute a
+recipe on 2 cores, plus the one collection (two runs per photo).
 """
 
 from __future__ import annotations
@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         sets["held-out"] = photos(HELD_OUT_DIR)
     wanted = {name: fp32_masks(group) if name == "calibration" else
               {photo.name: fidelity.load_reference(photo) for photo in group} for name, group in sets.items()}
+    fitted = {photo.name for photo in fitting_photos(args.fitting_half)}
+    unfitted = {photo.name for photo in calibration_photos()} - fitted
     results = {}
     for name in args.recipes or RECIPES:
         out = folder / f"trial-{ALL.index(name)}.onnx"
@@ -245,12 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             manifest = variant_manifest(path, facts["input_quantisation"])
             results[label] = {"sha256": manifest["sha256"], **{
                 set_name: score(path, manifest, group, wanted[set_name]) for set_name, group in sets.items()}}
-            unfitted = ({photo.name for photo in calibration_photos()}
-                        - {photo.name for photo in fitting_photos(args.fitting_half)})
             judged = {photo: row for photo, row in results[label]["calibration"]["photos"].items()
                       if photo in unfitted}
             results[label]["calibration, not fitted on"] = {"photos": judged, **fidelity.summary(judged)}
-            for set_name in ("calibration", "calibration, not fitted on", *list(sets)[1:]):
+            for set_name in ("calibration", "calibration, not fitted on", *(n for n in sets if n != "calibration")):
                 s = results[label][set_name]
                 print(f"| {label} | {set_name} | {s['iou_min']:.4f} | {s['iou_median']:.4f} | {s['mae_max']:.4f} "
                       f"| {s['mae_median']:.4f} | {s['on_target']}/{len(s['photos'])} | {s['worst_photo']} |",
